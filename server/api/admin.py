@@ -1,0 +1,71 @@
+"""Admin API: users, devices and the audit trail. Every call here is recorded in the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+
+from schemas.identity import Device, User, UserCreate, UserUpdate
+from server.api.deps import client_address
+from server.auth import Principal
+from server.services import audit, identity
+
+
+class UserController(Controller):
+    path = "/api/v1/users"
+    tags = ["admin"]
+
+    @post("/", summary="Create a user")
+    async def create_user(
+        self, request: Request[Any, Any, Any], admin: NamedDependency[Principal], data: JSONBody[UserCreate]
+    ) -> User:
+        return await identity.create_user(admin, data, address=client_address(request))
+
+    @get("/", summary="List users")
+    async def list_users(self, admin: NamedDependency[Principal]) -> list[User]:
+        return await identity.list_users()
+
+    @get("/{user_id:str}", summary="One user")
+    async def get_user(self, admin: NamedDependency[Principal], user_id: FromPath[str]) -> User:
+        return await identity.get_user(user_id)
+
+    @patch("/{user_id:str}", summary="Change role, wards, password or disable")
+    async def update_user(
+        self,
+        request: Request[Any, Any, Any],
+        admin: NamedDependency[Principal],
+        user_id: FromPath[str],
+        data: JSONBody[UserUpdate],
+    ) -> User:
+        return await identity.update_user(admin, user_id, data, address=client_address(request))
+
+
+class DeviceController(Controller):
+    path = "/api/v1/devices"
+    tags = ["admin"]
+
+    @get("/", summary="List devices")
+    async def list_devices(self, admin: NamedDependency[Principal]) -> list[Device]:
+        return await identity.list_devices()
+
+    @delete("/{device_id:str}", status_code=200, summary="Revoke a device: its tokens are refused at once")
+    async def revoke_device(
+        self, request: Request[Any, Any, Any], admin: NamedDependency[Principal], device_id: FromPath[str]
+    ) -> Device:
+        return await identity.revoke_device(admin, device_id, address=client_address(request))
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["admin"]
+
+    @get("/", summary="Most recent audit entries")
+    async def recent(
+        self,
+        admin: NamedDependency[Principal],
+        limit: FromQuery[Annotated[int, Parameter(ge=1, le=1000)]] = 100,
+    ) -> list[dict[str, Any]]:
+        return await audit.recent(limit)

@@ -1,0 +1,87 @@
+"""The application factory: one Litestar app per Settings, with its engine and blob store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from piccolo.engine.base import Engine
+
+from server.api.admin import AuditController, DeviceController, UserController
+from server.api.auth import AuthController
+from server.api.deps import DEPENDENCIES
+from server.api.health import HealthController
+from server.api.wards import WardController
+from server.blobstores import S3Options, open_blob_store
+from server.db.engine import close_engine, create_engine, open_engine, use_engine
+from server.errors import EXCEPTION_HANDLERS
+from server.settings import Settings
+from sync.blobs import BlobStore
+
+VERSION = "0.1.0"
+
+
+def blob_store_from_settings(settings: Settings) -> BlobStore:
+    s3 = None
+    if settings.blob_store.startswith("s3://"):
+        s3 = S3Options(
+            endpoint=settings.s3_endpoint,
+            public_endpoint=settings.s3_public_endpoint or None,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            region=settings.s3_region,
+            secure=settings.s3_secure,
+        )
+    return open_blob_store(settings.blob_store, s3=s3)
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None, blob_store: BlobStore | None = None) -> Litestar:
+    """Build the app. An engine or blob store passed in is owned by the caller (tests share them)."""
+
+    @asynccontextmanager
+    async def resources(app: Litestar) -> AsyncIterator[None]:
+        owned_engine = engine is None
+        db = engine or create_engine(settings.database_url)
+        use_engine(db)
+        if owned_engine:
+            await open_engine(db, pool_size=settings.db_pool_size)
+        store = blob_store or blob_store_from_settings(settings)
+        if blob_store is None:
+            await store.ensure_ready()
+        app.state.blob_store = store
+        try:
+            yield
+        finally:
+            if owned_engine:
+                await close_engine(db)
+
+    app = Litestar(
+        route_handlers=[
+            HealthController,
+            AuthController,
+            UserController,
+            DeviceController,
+            AuditController,
+            WardController,
+        ],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[resources],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="fieldsync",
+            version=VERSION,
+            description="Offline-first field data sync for Hanoi's 2026-2030 programme (PROTOCOL.md v1).",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    app.state.settings = settings
+    logging.getLogger("fieldsync").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,401 @@
+"""Users, devices, login, refresh-token rotation and login throttling (PROTOCOL.md "Identity")."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from schemas.common import ErrorItem
+from schemas.identity import (
+    CITY_WIDE,
+    Device,
+    LoginRequest,
+    TokenPair,
+    User,
+    UserCreate,
+    UserSummary,
+    UserUpdate,
+)
+from server import auth
+from server.auth import Principal
+from server.db.engine import transaction
+from server.db.tables import AppUser, LoginThrottle, RefreshToken
+from server.db.tables import Device as DeviceRow
+from server.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from server.services import audit
+from server.services.wards import official_ward_codes
+from server.settings import Settings
+
+BAD_CREDENTIALS = "The username or password is not correct."
+# A shared address (an office behind one NAT) gets more room than a single username.
+ADDRESS_FAILURE_FACTOR = 4
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _wards(value: Any) -> list[str]:
+    return list(msgspec.json.decode(value) if isinstance(value, str) else value or [])
+
+
+def _user(row: dict[str, Any]) -> User:
+    return User(
+        id=str(row["id"]),
+        username=row["username"],
+        full_name=row["full_name"],
+        role=row["role"],
+        wards=_wards(row["wards"]),
+        disabled=row["disabled"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def normalise_wards(role: str, wards: Sequence[str], *, path: str = "$.wards") -> list[str]:
+    """Admins are city-wide; everyone else needs official ward codes or ["*"]."""
+    if role == "admin":
+        return [CITY_WIDE]
+    unique = sorted(set(wards))
+    if not unique:
+        raise BadRequest(
+            "A non-admin user needs at least one ward, or [\"*\"] for city-wide scope.",
+            code="validation_failed",
+            errors=[ErrorItem(path=path, code="required", message="assign at least one ward or \"*\"")],
+        )
+    if CITY_WIDE in unique:
+        if len(unique) > 1:
+            raise BadRequest(
+                "Use either [\"*\"] (city-wide) or a list of ward codes, not both.",
+                code="validation_failed",
+                errors=[ErrorItem(path=path, code="invalid", message="\"*\" cannot be mixed with ward codes")],
+            )
+        return [CITY_WIDE]
+    known = official_ward_codes()
+    errors = [
+        ErrorItem(path=f"{path}[{i}]", code="unknown_ward", message=f"{code} is not a Hanoi ward code")
+        for i, code in enumerate(wards)
+        if code not in known
+    ]
+    if errors:
+        raise BadRequest("Some ward codes are not official Hanoi ward codes.", code="unknown_ward", errors=errors)
+    return unique
+
+
+# ---- users -------------------------------------------------------------------------------------
+
+
+async def create_user(actor: Principal | None, data: UserCreate, *, address: str = "") -> User:
+    wards = normalise_wards(data.role, data.wards)
+    username = data.username.lower()
+    user_id = uuid.uuid4()
+    async with transaction():
+        if await AppUser.exists().where(AppUser.username == username):
+            raise Conflict(f"The username {username!r} is taken.", code="username_taken")
+        await AppUser.insert(
+            AppUser(
+                id=user_id,
+                username=username,
+                full_name=data.full_name,
+                password_hash=auth.hash_password(data.password),
+                role=data.role,
+                wards=msgspec.json.encode(wards).decode(),
+            )
+        )
+        await audit.record(
+            actor,
+            "user.create",
+            target_type="user",
+            target_id=str(user_id),
+            details={"username": username, "role": data.role, "wards": wards},
+            address=address,
+            actor_username="system",
+        )
+    return await get_user(str(user_id))
+
+
+async def get_user(user_id: str) -> User:
+    row = await AppUser.select().where(AppUser.id == _uuid(user_id, "user")).first()
+    if row is None:
+        raise NotFound("No such user.", code="user_not_found")
+    return _user(row)
+
+
+async def list_users() -> list[User]:
+    return [_user(r) for r in await AppUser.select().order_by(AppUser.username)]
+
+
+async def count_admins() -> int:
+    return await AppUser.count().where(AppUser.role == "admin", AppUser.disabled.eq(False))
+
+
+async def update_user(actor: Principal, user_id: str, data: UserUpdate, *, address: str = "") -> User:
+    current = await get_user(user_id)
+    if data.disabled and current.id == actor.user_id:
+        raise Conflict("You cannot disable your own account.", code="cannot_disable_self")
+    role = data.role or current.role
+    changes: dict[Any, Any] = {AppUser.updated_at: _now()}
+    details: dict[str, Any] = {}
+    if data.role is not None or data.wards is not None:
+        wards = normalise_wards(role, data.wards if data.wards is not None else current.wards)
+        changes[AppUser.role] = role
+        changes[AppUser.wards] = msgspec.json.encode(wards).decode()
+        details.update(role=role, wards=wards)
+    if data.full_name is not None:
+        changes[AppUser.full_name] = data.full_name
+        details["full_name"] = data.full_name
+    if data.password is not None:
+        changes[AppUser.password_hash] = auth.hash_password(data.password)
+        details["password"] = "changed"
+    if data.disabled is not None:
+        changes[AppUser.disabled] = data.disabled
+        details["disabled"] = data.disabled
+    async with transaction():
+        await AppUser.update(changes).where(AppUser.id == uuid.UUID(current.id))
+        if data.disabled or data.password is not None:
+            # A disabled account or a changed password ends every session at once.
+            await RefreshToken.update({RefreshToken.revoked_at: _now()}).where(
+                RefreshToken.user == uuid.UUID(current.id), RefreshToken.revoked_at.is_null()
+            )
+        await audit.record(
+            actor, "user.update", target_type="user", target_id=current.id, details=details, address=address
+        )
+    return await get_user(current.id)
+
+
+# ---- devices -----------------------------------------------------------------------------------
+
+
+def _device(row: dict[str, Any]) -> Device:
+    return Device(
+        id=str(row["id"]),
+        user_id=str(row["user"]),
+        username=row["user.username"],
+        name=row["name"],
+        created_at=row["created_at"],
+        last_seen_at=row["last_seen_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def list_devices() -> list[Device]:
+    rows = await DeviceRow.select(*DeviceRow.all_columns(), DeviceRow.user.username).order_by(
+        DeviceRow.created_at
+    )
+    return [_device(r) for r in rows]
+
+
+async def revoke_device(actor: Principal, device_id: str, *, address: str = "") -> Device:
+    did = _uuid(device_id, "device")
+    async with transaction():
+        row = await DeviceRow.select(DeviceRow.id, DeviceRow.revoked_at).where(DeviceRow.id == did).first()
+        if row is None:
+            raise NotFound("No such device.", code="device_not_found")
+        if row["revoked_at"] is None:
+            now = _now()
+            await DeviceRow.update({DeviceRow.revoked_at: now}).where(DeviceRow.id == did)
+            await RefreshToken.update({RefreshToken.revoked_at: now}).where(
+                RefreshToken.device == did, RefreshToken.revoked_at.is_null()
+            )
+            await audit.record(actor, "device.revoke", target_type="device", target_id=str(did), address=address)
+    rows = await DeviceRow.select(*DeviceRow.all_columns(), DeviceRow.user.username).where(DeviceRow.id == did)
+    return _device(rows[0])
+
+
+# ---- login, refresh, authenticate --------------------------------------------------------------
+
+
+async def login(settings: Settings, req: LoginRequest, *, address: str) -> TokenPair:
+    username = req.username.lower()
+    keys = {f"user:{username}": settings.login_max_failures,
+            f"addr:{address}": settings.login_max_failures * ADDRESS_FAILURE_FACTOR}
+    await _refuse_if_locked(keys)
+    row = await AppUser.select().where(AppUser.username == username).first()
+    if not auth.verify_password(row["password_hash"] if row else None, req.password):
+        failures = await _record_failure(settings, keys)
+        # Slow down guessing before the lock: 0.25 s, 0.5 s, 1 s ... capped at 2 s.
+        if failures >= 2:
+            await asyncio.sleep(min(0.25 * 2 ** (failures - 2), 2.0))
+        raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+    assert row is not None
+    await _clear_failures(f"user:{username}")
+    if row["disabled"]:
+        raise Forbidden("This account is disabled.", code="user_disabled")
+    device_id = _uuid(req.device_id, "device", path="$.device_id")
+    user_id = row["id"]
+    async with transaction():
+        device = await DeviceRow.select().where(DeviceRow.id == device_id).first()
+        if device is not None and device["revoked_at"] is not None:
+            raise Forbidden("This device has been revoked; ask an administrator.", code="device_revoked")
+        if device is None:
+            await DeviceRow.insert(DeviceRow(id=device_id, user=user_id, name=req.device_name))
+        else:
+            if device["user"] != user_id:
+                # A shared tablet changes hands: the previous user's sessions on it end.
+                await RefreshToken.update({RefreshToken.revoked_at: _now()}).where(
+                    RefreshToken.device == device_id, RefreshToken.revoked_at.is_null()
+                )
+            await DeviceRow.update(
+                {DeviceRow.user: user_id, DeviceRow.last_seen_at: _now(),
+                 DeviceRow.name: req.device_name or device["name"]}
+            ).where(DeviceRow.id == device_id)
+        pair = await _issue_tokens(settings, row, str(device_id), family_id=uuid.uuid4())
+        await audit.record(
+            None, "auth.login", target_type="device", target_id=str(device_id), address=address,
+            actor_username=username,
+        )
+    return pair
+
+
+async def refresh(settings: Settings, refresh_token: str) -> TokenPair:
+    digest = auth.token_digest(refresh_token)
+    now = _now()
+    async with transaction():
+        token = await RefreshToken.select().where(RefreshToken.token_hash == digest).first()
+        if token is None:
+            raise Unauthorized("The refresh token is not valid.", code="refresh_invalid")
+        if token["revoked_at"] is not None:
+            raise Unauthorized("This session has ended; log in again.", code="refresh_revoked")
+        if token["expires_at"] <= now:
+            raise Unauthorized("The refresh token has expired; log in again.", code="refresh_expired")
+        claimed = await RefreshToken.update({RefreshToken.rotated_at: now}).where(
+            RefreshToken.id == token["id"], RefreshToken.rotated_at.is_null()
+        ).returning(RefreshToken.id)
+        if claimed:
+            user = await AppUser.select().where(AppUser.id == token["user"]).first()
+            device = await DeviceRow.select().where(DeviceRow.id == token["device"]).first()
+            if user is None or user["disabled"]:
+                raise Unauthorized("This account is disabled.", code="user_disabled")
+            if device is None or device["revoked_at"] is not None or device["user"] != user["id"]:
+                raise Unauthorized("This device has been revoked.", code="device_revoked")
+            await DeviceRow.update({DeviceRow.last_seen_at: now}).where(DeviceRow.id == device["id"])
+            return await _issue_tokens(settings, user, str(device["id"]), family_id=token["family_id"])
+        # Presenting an already-rotated token means it was copied: end the whole family.
+        await RefreshToken.update({RefreshToken.revoked_at: now}).where(
+            RefreshToken.family_id == token["family_id"], RefreshToken.revoked_at.is_null()
+        )
+        await audit.record(
+            None, "auth.refresh_reused", target_type="device", target_id=str(token["device"]),
+            details={"family_id": str(token["family_id"])}, actor_username="system",
+        )
+    raise Unauthorized("This refresh token was already used; every session of it has ended.", code="refresh_reused")
+
+
+async def _issue_tokens(settings: Settings, user: dict[str, Any], device_id: str, *, family_id: Any) -> TokenPair:
+    refresh_token = auth.new_refresh_token()
+    now = _now()
+    await RefreshToken.insert(
+        RefreshToken(
+            id=uuid.uuid4(),
+            family_id=family_id,
+            token_hash=auth.token_digest(refresh_token),
+            user=user["id"],
+            device=uuid.UUID(device_id),
+            created_at=now,
+            expires_at=now + timedelta(days=settings.refresh_token_days),
+        )
+    )
+    lifetime = timedelta(minutes=settings.access_token_minutes)
+    access = auth.issue_access_token(
+        secret=settings.secret_key, user_id=str(user["id"]), role=user["role"], device_id=device_id,
+        lifetime=lifetime, now=now,
+    )
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh_token,
+        expires_in=int(lifetime.total_seconds()),
+        user=UserSummary(id=str(user["id"]), username=user["username"], role=user["role"], wards=_wards(user["wards"])),
+    )
+
+
+async def authenticate(settings: Settings, token: str) -> Principal:
+    claims = auth.decode_access_token(token, secret=settings.secret_key)
+    try:
+        user_id, device_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["did"])
+    except (ValueError, TypeError):
+        raise Unauthorized("The access token is not valid.", code="token_invalid") from None
+    # Read the live rows every time: revocation and disabling apply on the very next request.
+    row = await DeviceRow.select(
+        DeviceRow.revoked_at,
+        DeviceRow.user.username,
+        DeviceRow.user.role,
+        DeviceRow.user.wards,
+        DeviceRow.user.disabled,
+    ).where(DeviceRow.id == device_id, DeviceRow.user == user_id).first()
+    if row is None:
+        raise Unauthorized("This device is not bound to this user.", code="device_revoked")
+    if row["revoked_at"] is not None:
+        raise Unauthorized("This device has been revoked.", code="device_revoked")
+    if row["user.disabled"]:
+        raise Unauthorized("This account is disabled.", code="user_disabled")
+    return Principal(
+        user_id=str(user_id),
+        username=row["user.username"],
+        role=row["user.role"],
+        wards=tuple(_wards(row["user.wards"])),
+        device_id=str(device_id),
+    )
+
+
+# ---- throttling --------------------------------------------------------------------------------
+
+
+async def _refuse_if_locked(keys: dict[str, int]) -> None:
+    now = _now()
+    rows = await LoginThrottle.select().where(LoginThrottle.key.is_in(list(keys)))
+    until = max((r["locked_until"] for r in rows if r["locked_until"] and r["locked_until"] > now), default=None)
+    if until is not None:
+        wait = max(1, math.ceil((until - now).total_seconds()))
+        raise TooManyRequests(
+            "Too many failed logins; try again later.",
+            code="login_throttled",
+            headers={"Retry-After": str(wait)},
+            extra={"retry_after": wait},
+        )
+
+
+async def _record_failure(settings: Settings, keys: dict[str, int]) -> int:
+    """Count a failure under each key; lock a key that reached its limit. Returns the username count."""
+    now = _now()
+    window = timedelta(seconds=settings.login_lock_seconds)
+    counts = []
+    async with transaction():
+        for key, limit in keys.items():
+            row = await LoginThrottle.select().where(LoginThrottle.key == key).first()
+            stale = row is None or row["last_failure_at"] is None or now - row["last_failure_at"] > window
+            failures = 1 if stale else row["failures"] + 1  # type: ignore[index]
+            locked_until = now + window if failures >= limit else None
+            if row is None:
+                await LoginThrottle.insert(
+                    LoginThrottle(key=key, failures=failures, last_failure_at=now, locked_until=locked_until)
+                )
+            else:
+                await LoginThrottle.update(
+                    {LoginThrottle.failures: 0 if locked_until else failures,
+                     LoginThrottle.last_failure_at: now,
+                     LoginThrottle.locked_until: locked_until}
+                ).where(LoginThrottle.key == key)
+            counts.append(failures)
+    return counts[0]
+
+
+async def _clear_failures(key: str) -> None:
+    await LoginThrottle.delete().where(LoginThrottle.key == key)
+
+
+def _uuid(value: str, what: str, *, path: str | None = None) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        if path:
+            raise BadRequest(
+                f"{value!r} is not a UUID.", code="validation_failed",
+                errors=[ErrorItem(path=path, code="invalid", message="expected a UUID")],
+            ) from None
+        raise NotFound(f"No such {what}.", code=f"{what}_not_found") from None

@@ -1,0 +1,127 @@
+"""Settings: every knob comes from a FIELDSYNC_* environment variable, parsed once into a Struct.
+
+A wrong or missing value raises `SettingsError` naming the variable; the CLI prints that one line
+and exits, so an operator never sees a traceback for a typo.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+PREFIX = "FIELDSYNC_"
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class SettingsError(Exception):
+    """One clear line for the operator: which variable, what is wrong."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    data_dir: str = "./var"
+    database_url: str = ""  # default: sqlite:///<data_dir>/fieldsync.db
+    blob_store: str = ""  # default: local:<data_dir>/blobs
+    s3_endpoint: str = ""
+    s3_public_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False
+    secret_key: str = ""
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    access_token_minutes: PositiveInt = 15
+    refresh_token_days: PositiveInt = 30
+    max_body_bytes: PositiveInt = 10 * 1024 * 1024
+    max_upload_bytes: PositiveInt = 200 * 1024 * 1024
+    login_max_failures: PositiveInt = 5
+    login_lock_seconds: PositiveInt = 900
+    admin_username: str = "admin"
+    admin_password: str = ""
+    db_pool_size: PositiveInt = 10
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+
+_FIELDS = {name: f"{PREFIX}{name.upper()}" for name in Settings.__struct_fields__}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse FIELDSYNC_* variables; fill derived defaults; validate cross-field rules."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {var_field: env[var] for var_field, var in _FIELDS.items() if env.get(var)}
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)  # '8000' -> 8000, 'true' -> True
+    except msgspec.ValidationError as exc:
+        # msgspec says e.g. "Expected `int` >= 1 - at `$.port`"; map the path back to the variable.
+        message, _, where = str(exc).partition(" - at `$.")
+        var = _FIELDS.get(where.rstrip("`"), PREFIX + "*")
+        raise SettingsError(f"{var}: {message}") from None
+    return _complete(settings)
+
+
+def _complete(s: Settings) -> Settings:
+    data_dir = s.data_dir
+    database_url = s.database_url or f"sqlite:///{Path(data_dir) / 'fieldsync.db'}"
+    if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise SettingsError(
+            f"{PREFIX}DATABASE_URL: expected sqlite:///path or postgresql://..., "
+            f"got {database_url.split('://')[0]!r}://..."
+        )
+    blob_store = s.blob_store or f"local:{Path(data_dir) / 'blobs'}"
+    if blob_store.startswith("local:"):
+        if not blob_store.removeprefix("local:"):
+            raise SettingsError(f"{PREFIX}BLOB_STORE: local: needs a directory, e.g. local:./var/blobs")
+    elif blob_store.startswith("s3://"):
+        if not blob_store.removeprefix("s3://").strip("/"):
+            raise SettingsError(f"{PREFIX}BLOB_STORE: s3:// needs a bucket name, e.g. s3://fieldsync")
+        for field in ("s3_endpoint", "s3_access_key", "s3_secret_key"):
+            if not getattr(s, field):
+                raise SettingsError(f"{_FIELDS[field]}: required when {PREFIX}BLOB_STORE is s3://")
+        if ":" not in s.s3_endpoint or "/" in s.s3_endpoint:
+            raise SettingsError(f"{PREFIX}S3_ENDPOINT: expected host:port, got {s.s3_endpoint!r}")
+    else:
+        raise SettingsError(f"{PREFIX}BLOB_STORE: expected local:<dir> or s3://<bucket>, got {blob_store!r}")
+    secret_key = s.secret_key or _local_secret(Path(data_dir))
+    if len(secret_key) < 32:
+        raise SettingsError(f"{PREFIX}SECRET_KEY: must be at least 32 characters")
+    return msgspec.structs.replace(
+        s,
+        database_url=database_url,
+        blob_store=blob_store,
+        s3_public_endpoint=s.s3_public_endpoint or s.s3_endpoint,
+        secret_key=secret_key,
+    )
+
+
+def _local_secret(data_dir: Path) -> str:
+    """Embedded mode keeps a generated signing key next to the data so restarts keep sessions."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def variable_names() -> list[str]:
+    """All environment variable names the server reads (the docker-compose test checks against it)."""
+    return sorted(_FIELDS.values())
