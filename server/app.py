@@ -83,5 +83,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, blob_store: 
         debug=False,
     )
     app.state.settings = settings
+    if blob_store is not None:
+        app.state.blob_store = blob_store  # usable without running the lifespan (tests drive the ASGI app)
     logging.getLogger("fieldsync").setLevel(logging.INFO)
     return app

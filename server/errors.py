@@ -202,6 +202,8 @@ def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[byt
     detail = exc.detail if exc.detail and status < 500 else title
     if status == 404:
         detail = "There is nothing at this address."
+    if status == 400 and "malformed" in detail.lower():
+        code = "malformed_body"
     headers = dict(exc.headers or {})
     return problem_response(status, code, title, detail, headers=headers)
 
