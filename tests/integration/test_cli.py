@@ -1,0 +1,117 @@
+"""The `fieldsync` command line as an operator uses it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.db.migrate import migrate
+from server.db.tables import Ward
+from tests.conftest import Backend
+from tests.helpers import new_device_id
+
+CLI = [sys.executable, "-m", "server.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDSYNC_")}
+    env.update(FIELDSYNC_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_make_run_smoke(tmp_path: Path) -> None:
+    """What `make run` does on a fresh machine: migrate, seed, print the admin password, serve."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)], cwd=tmp_path, env=_env(tmp_path / "var"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        password = None
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, f"server exited early with {proc.poll()}"
+            if match := re.search(r"with password: (\S+)", line):
+                password = match.group(1)
+            if "serving on" in line:
+                break
+        assert password, "the first admin's password was not printed"
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        login = httpx.post(f"{base}/api/v1/auth/login",
+                           json={"username": "admin", "password": password, "device_id": new_device_id()})
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
+        wards = httpx.get(f"{base}/api/v1/wards", headers={"Authorization": f"Bearer {token}"})
+        assert len(wards.json()) == 126
+        assert (tmp_path / "var" / "fieldsync.db").exists() and (tmp_path / "var" / "blobs").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FIELDSYNC_PORT", "eighty"),
+        ("FIELDSYNC_DATABASE_URL", "mysql://localhost/x"),
+        ("FIELDSYNC_BLOB_STORE", "s3://bucket"),
+        ("FIELDSYNC_S3_SECURE", "perhaps"),
+        ("FIELDSYNC_SECRET_KEY", "short"),
+    ],
+)
+def test_bad_configuration_is_one_clear_line(tmp_path: Path, variable: str, value: str) -> None:
+    result = subprocess.run(
+        [*CLI, "migrate"], env=_env(tmp_path, **{variable: value}), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_seed_create_user_are_idempotent_commands(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for command in (["migrate"], ["migrate"], ["seed-wards"], ["seed-wards"]):
+        result = subprocess.run([*CLI, *command], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    create = [*CLI, "create-user", "--username", "lan.inspector", "--role", "inspector", "--wards", "00070,00004",
+              "--password", "a long enough password"]
+    first = subprocess.run(create, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "created inspector lan.inspector" in first.stdout
+    again = subprocess.run(create, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "taken" in again.stderr and "Traceback" not in again.stderr
+    bad_ward = subprocess.run(
+        [*CLI, "create-user", "--username", "x.worker", "--role", "outreach", "--wards", "12345",
+         "--password", "a long enough password"], env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert bad_ward.returncode == 1 and "12345" in bad_ward.stderr
+
+
+@pytest.mark.db
+async def test_migrate_twice_is_a_no_op(db: Backend) -> None:
+    before = await Ward.count()
+    await migrate()
+    assert await Ward.count() == before == 126
