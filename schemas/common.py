@@ -13,7 +13,9 @@ UUIDStr = Annotated[
         description="UUID (devices generate UUIDv7 for records they create)",
     ),
 ]
-WardCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{5}$", description="Official 5-digit ward code")]
+WardCode = Annotated[
+    str, msgspec.Meta(pattern=r"^[0-9]{5}$", description="Official 5-digit ward code")
+]
 
 
 class ErrorItem(msgspec.Struct, frozen=True):

@@ -15,7 +15,9 @@ CITY_WIDE = "*"
 
 Username = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$", description="3-64 letters, digits, . _ -"),
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$", description="3-64 letters, digits, . _ -"
+    ),
 ]
 Password = Annotated[str, msgspec.Meta(min_length=10, max_length=200)]
 AnyPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -49,7 +51,7 @@ class TokenPair(msgspec.Struct, kw_only=True):
     refresh_token: str
     expires_in: int
     user: UserSummary
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105  (the OAuth token type, not a secret)
 
 
 class User(msgspec.Struct, kw_only=True):

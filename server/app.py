@@ -39,7 +39,9 @@ def blob_store_from_settings(settings: Settings) -> BlobStore:
     return open_blob_store(settings.blob_store, s3=s3)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None, blob_store: BlobStore | None = None) -> Litestar:
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, blob_store: BlobStore | None = None
+) -> Litestar:
     """Build the app. An engine or blob store passed in is owned by the caller (tests share them)."""
 
     @asynccontextmanager
@@ -84,6 +86,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, blob_store: 
     )
     app.state.settings = settings
     if blob_store is not None:
-        app.state.blob_store = blob_store  # usable without running the lifespan (tests drive the ASGI app)
+        app.state.blob_store = (
+            blob_store  # usable without running the lifespan (tests drive the ASGI app)
+        )
     logging.getLogger("fieldsync").setLevel(logging.INFO)
     return app

@@ -68,7 +68,13 @@ class Principal:
 
 
 def issue_access_token(
-    *, secret: str, user_id: str, role: str, device_id: str, lifetime: timedelta, now: datetime | None = None
+    *,
+    secret: str,
+    user_id: str,
+    role: str,
+    device_id: str,
+    lifetime: timedelta,
+    now: datetime | None = None,
 ) -> str:
     now = now or datetime.now(UTC)
     claims = {
@@ -95,9 +101,13 @@ def decode_access_token(token: str, *, secret: str) -> dict[str, Any]:
             options={"require": ["iss", "aud", "sub", "exp", "iat", "jti", "did", "role"]},
         )
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("The access token has expired; refresh it.", code="token_expired") from None
+        raise Unauthorized(
+            "The access token has expired; refresh it.", code="token_expired"
+        ) from None
     except jwt.InvalidAudienceError:
-        raise Unauthorized("The access token is not for this service.", code="token_invalid") from None
+        raise Unauthorized(
+            "The access token is not for this service.", code="token_invalid"
+        ) from None
     except jwt.PyJWTError:
         raise Unauthorized("The access token is not valid.", code="token_invalid") from None
 

@@ -30,6 +30,7 @@ async def ensure_first_admin(settings: Settings) -> str | None:
         return None
     password = settings.admin_password or secrets.token_urlsafe(12)
     await identity.create_user(
-        None, UserCreate(username=settings.admin_username, password=password, role="admin", wards=["*"])
+        None,
+        UserCreate(username=settings.admin_username, password=password, role="admin", wards=["*"]),
     )
     return None if settings.admin_password else password

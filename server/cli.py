@@ -19,20 +19,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fieldsync", description="fieldsync server")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="migrate, seed, create the first admin if needed, and serve HTTP")
+    serve = sub.add_parser(
+        "serve", help="migrate, seed, create the first admin if needed, and serve HTTP"
+    )
     serve.add_argument("--host", help="bind address (default FIELDSYNC_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default FIELDSYNC_PORT or 8000)")
 
     sub.add_parser("migrate", help="apply database migrations (idempotent)")
-    sub.add_parser("seed-wards", help="load the 126 Hanoi wards from vietnam-provinces (idempotent)")
+    sub.add_parser(
+        "seed-wards", help="load the 126 Hanoi wards from vietnam-provinces (idempotent)"
+    )
 
     create = sub.add_parser("create-user", help="create a user")
     create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True,
-                        choices=["admin", "supervisor", "outreach", "trainer", "inspector", "viewer"])
-    create.add_argument("--wards", default="", help='comma-separated ward codes, or "*" for city-wide')
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=["admin", "supervisor", "outreach", "trainer", "inspector", "viewer"],
+    )
+    create.add_argument(
+        "--wards", default="", help='comma-separated ward codes, or "*" for city-wide'
+    )
     create.add_argument("--full-name", default="")
-    create.add_argument("--password", help="default: FIELDSYNC_NEW_USER_PASSWORD, else asked on the terminal")
+    create.add_argument(
+        "--password", help="default: FIELDSYNC_NEW_USER_PASSWORD, else asked on the terminal"
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -99,12 +110,21 @@ async def _create_user(settings: Settings, args: Any) -> int:
     from schemas.identity import UserCreate
     from server.services import identity
 
-    password = args.password or os.environ.get("FIELDSYNC_NEW_USER_PASSWORD") or getpass.getpass("Password: ")
+    password = (
+        args.password
+        or os.environ.get("FIELDSYNC_NEW_USER_PASSWORD")
+        or getpass.getpass("Password: ")
+    )
     wards = [w.strip() for w in args.wards.split(",") if w.strip()]
     try:
         data = msgspec.convert(
-            {"username": args.username, "password": password, "role": args.role, "wards": wards,
-             "full_name": args.full_name},
+            {
+                "username": args.username,
+                "password": password,
+                "role": args.role,
+                "wards": wards,
+                "full_name": args.full_name,
+            },
             UserCreate,
         )
     except msgspec.ValidationError as exc:

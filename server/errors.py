@@ -181,9 +181,17 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
             key = str(item.get("key") or "")
             source = str(item.get("source") or "body")
             errors.append(
-                ErrorItem(path=_field_path(source, key), code="invalid", message=str(item.get("message", "")))
+                ErrorItem(
+                    path=_field_path(source, key),
+                    code="invalid",
+                    message=str(item.get("message", "")),
+                )
             )
-    detail = exc.detail if exc.detail and "Validation failed" not in exc.detail else "The request is not valid."
+    detail = (
+        exc.detail
+        if exc.detail and "Validation failed" not in exc.detail
+        else "The request is not valid."
+    )
     if not errors:
         detail = exc.detail or detail
     return problem_response(400, "validation_failed", "Invalid request", detail, errors=errors)
@@ -225,7 +233,9 @@ def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Resp
             headers={"Retry-After": "5"},
         )
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return problem_response(500, "internal_error", "Internal server error", "Something went wrong on the server.")
+    return problem_response(
+        500, "internal_error", "Internal server error", "Something went wrong on the server."
+    )
 
 
 def is_transient_storage_error(exc: BaseException) -> bool:

@@ -64,7 +64,9 @@ _FIELDS = {name: f"{PREFIX}{name.upper()}" for name in Settings.__struct_fields_
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse FIELDSYNC_* variables; fill derived defaults; validate cross-field rules."""
     env = os.environ if environ is None else environ
-    raw: dict[str, Any] = {var_field: env[var] for var_field, var in _FIELDS.items() if env.get(var)}
+    raw: dict[str, Any] = {
+        var_field: env[var] for var_field, var in _FIELDS.items() if env.get(var)
+    }
     try:
         settings = msgspec.convert(raw, Settings, strict=False)  # '8000' -> 8000, 'true' -> True
     except msgspec.ValidationError as exc:
@@ -86,17 +88,23 @@ def _complete(s: Settings) -> Settings:
     blob_store = s.blob_store or f"local:{Path(data_dir) / 'blobs'}"
     if blob_store.startswith("local:"):
         if not blob_store.removeprefix("local:"):
-            raise SettingsError(f"{PREFIX}BLOB_STORE: local: needs a directory, e.g. local:./var/blobs")
+            raise SettingsError(
+                f"{PREFIX}BLOB_STORE: local: needs a directory, e.g. local:./var/blobs"
+            )
     elif blob_store.startswith("s3://"):
         if not blob_store.removeprefix("s3://").strip("/"):
-            raise SettingsError(f"{PREFIX}BLOB_STORE: s3:// needs a bucket name, e.g. s3://fieldsync")
+            raise SettingsError(
+                f"{PREFIX}BLOB_STORE: s3:// needs a bucket name, e.g. s3://fieldsync"
+            )
         for field in ("s3_endpoint", "s3_access_key", "s3_secret_key"):
             if not getattr(s, field):
                 raise SettingsError(f"{_FIELDS[field]}: required when {PREFIX}BLOB_STORE is s3://")
         if ":" not in s.s3_endpoint or "/" in s.s3_endpoint:
             raise SettingsError(f"{PREFIX}S3_ENDPOINT: expected host:port, got {s.s3_endpoint!r}")
     else:
-        raise SettingsError(f"{PREFIX}BLOB_STORE: expected local:<dir> or s3://<bucket>, got {blob_store!r}")
+        raise SettingsError(
+            f"{PREFIX}BLOB_STORE: expected local:<dir> or s3://<bucket>, got {blob_store!r}"
+        )
     secret_key = s.secret_key or _local_secret(Path(data_dir))
     if len(secret_key) < 32:
         raise SettingsError(f"{PREFIX}SECRET_KEY: must be at least 32 characters")

@@ -33,7 +33,9 @@ from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api
 
 pytest_plugins = ["tests.fixtures.s3"]
 
-PG_ADMIN_URL = os.environ.get("FIELDSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "FIELDSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REQUIRE_PG = os.environ.get("FIELDSYNC_TEST_REQUIRE_PG") == "1"
 TEST_SECRET = "test-secret-key-" + "x" * 32
 
@@ -77,7 +79,9 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Backend]:
+async def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Backend]:
     data_dir = tmp_path_factory.mktemp(f"data-{request.param}")
     if request.param == "sqlite":
         url = f"sqlite:///{data_dir / 'fieldsync.db'}"

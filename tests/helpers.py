@@ -61,9 +61,16 @@ class Api:
         session = await login(http, ADMIN_USERNAME, ADMIN_PASSWORD)
         return cls(http, settings, session)
 
-    async def create_user(self, role: str = "outreach", wards: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-        body = {"username": unique(role[:4]), "password": PASSWORD, "role": role,
-                "wards": [HOAN_KIEM] if wards is None else wards, **extra}
+    async def create_user(
+        self, role: str = "outreach", wards: list[str] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        body = {
+            "username": unique(role[:4]),
+            "password": PASSWORD,
+            "role": role,
+            "wards": [HOAN_KIEM] if wards is None else wards,
+            **extra,
+        }
         response = await self.http.post("/api/v1/users", json=body, headers=self.admin.headers)
         assert response.status_code == 201, response.text
         return response.json()
@@ -73,10 +80,13 @@ class Api:
         return await login(self.http, user["username"], PASSWORD)
 
 
-async def login(http: httpx.AsyncClient, username: str, password: str, device_id: str | None = None) -> Session:
+async def login(
+    http: httpx.AsyncClient, username: str, password: str, device_id: str | None = None
+) -> Session:
     device_id = device_id or new_device_id()
     response = await http.post(
-        "/api/v1/auth/login", json={"username": username, "password": password, "device_id": device_id}
+        "/api/v1/auth/login",
+        json={"username": username, "password": password, "device_id": device_id},
     )
     assert response.status_code == 200, response.text
     body = response.json()

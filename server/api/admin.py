@@ -20,7 +20,10 @@ class UserController(Controller):
 
     @post("/", summary="Create a user")
     async def create_user(
-        self, request: Request[Any, Any, Any], admin: NamedDependency[Principal], data: JSONBody[UserCreate]
+        self,
+        request: Request[Any, Any, Any],
+        admin: NamedDependency[Principal],
+        data: JSONBody[UserCreate],
     ) -> User:
         return await identity.create_user(admin, data, address=client_address(request))
 
@@ -51,9 +54,16 @@ class DeviceController(Controller):
     async def list_devices(self, admin: NamedDependency[Principal]) -> list[Device]:
         return await identity.list_devices()
 
-    @delete("/{device_id:str}", status_code=200, summary="Revoke a device: its tokens are refused at once")
+    @delete(
+        "/{device_id:str}",
+        status_code=200,
+        summary="Revoke a device: its tokens are refused at once",
+    )
     async def revoke_device(
-        self, request: Request[Any, Any, Any], admin: NamedDependency[Principal], device_id: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        admin: NamedDependency[Principal],
+        device_id: FromPath[str],
     ) -> Device:
         return await identity.revoke_device(admin, device_id, address=client_address(request))
 

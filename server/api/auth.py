@@ -17,16 +17,22 @@ class AuthController(Controller):
     tags = ["identity"]
 
     @post("/login", status_code=200, summary="Log in and bind this device")
-    async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginRequest]) -> TokenPair:
+    async def login(
+        self, request: Request[Any, Any, Any], data: JSONBody[LoginRequest]
+    ) -> TokenPair:
         return await identity.login(settings_of(request), data, address=client_address(request))
 
     @post("/refresh", status_code=200, summary="Rotate a refresh token")
-    async def refresh(self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]) -> TokenPair:
+    async def refresh(
+        self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
+    ) -> TokenPair:
         return await identity.refresh(settings_of(request), data.refresh_token)
 
     @get("/me", summary="Who am I")
     async def me(self, principal: NamedDependency[Principal]) -> UserSummary:
         return UserSummary(
-            id=principal.user_id, username=principal.username, role=principal.role,  # type: ignore[arg-type]
+            id=principal.user_id,
+            username=principal.username,
+            role=principal.role,  # type: ignore[arg-type]
             wards=list(principal.wards),
         )

@@ -38,7 +38,9 @@ class HealthController(Controller):
 async def _check(probe: Any) -> str:
     try:
         await asyncio.wait_for(probe, CHECK_TIMEOUT_S)
-    except Exception as exc:  # any failure means "not ready"; the reason goes to the log, not the client
+    except (
+        Exception
+    ) as exc:  # any failure means "not ready"; the reason goes to the log, not the client
         log.warning("readiness check failed: %r", exc)
         return "unavailable"
     return "ok"

@@ -51,7 +51,9 @@ class Device(Table, tablename="device"):
 class RefreshToken(Table, tablename="refresh_token"):
     id = UUID(primary_key=True)
     family_id = UUID(index=True)
-    token_hash = Varchar(length=64, unique=True)  # sha256 of the opaque token; the token itself is never stored
+    token_hash = Varchar(
+        length=64, unique=True
+    )  # sha256 of the opaque token; the token itself is never stored
     user = ForeignKey(references=AppUser, null=False)
     device = ForeignKey(references=Device, null=False)
     created_at = Timestamptz(default=TimestamptzNow())

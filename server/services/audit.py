@@ -37,5 +37,9 @@ async def record(
 async def recent(limit: int = 100) -> list[dict[str, Any]]:
     rows = await AuditLog.select().order_by(AuditLog.id, ascending=False).limit(limit)
     for row in rows:
-        row["details"] = msgspec.json.decode(row["details"]) if isinstance(row["details"], str) else row["details"]
+        row["details"] = (
+            msgspec.json.decode(row["details"])
+            if isinstance(row["details"], str)
+            else row["details"]
+        )
     return rows

@@ -65,26 +65,36 @@ def normalise_wards(role: str, wards: Sequence[str], *, path: str = "$.wards") -
     unique = sorted(set(wards))
     if not unique:
         raise BadRequest(
-            "A non-admin user needs at least one ward, or [\"*\"] for city-wide scope.",
+            'A non-admin user needs at least one ward, or ["*"] for city-wide scope.',
             code="validation_failed",
-            errors=[ErrorItem(path=path, code="required", message="assign at least one ward or \"*\"")],
+            errors=[
+                ErrorItem(path=path, code="required", message='assign at least one ward or "*"')
+            ],
         )
     if CITY_WIDE in unique:
         if len(unique) > 1:
             raise BadRequest(
-                "Use either [\"*\"] (city-wide) or a list of ward codes, not both.",
+                'Use either ["*"] (city-wide) or a list of ward codes, not both.',
                 code="validation_failed",
-                errors=[ErrorItem(path=path, code="invalid", message="\"*\" cannot be mixed with ward codes")],
+                errors=[
+                    ErrorItem(
+                        path=path, code="invalid", message='"*" cannot be mixed with ward codes'
+                    )
+                ],
             )
         return [CITY_WIDE]
     known = official_ward_codes()
     errors = [
-        ErrorItem(path=f"{path}[{i}]", code="unknown_ward", message=f"{code} is not a Hanoi ward code")
+        ErrorItem(
+            path=f"{path}[{i}]", code="unknown_ward", message=f"{code} is not a Hanoi ward code"
+        )
         for i, code in enumerate(wards)
         if code not in known
     ]
     if errors:
-        raise BadRequest("Some ward codes are not official Hanoi ward codes.", code="unknown_ward", errors=errors)
+        raise BadRequest(
+            "Some ward codes are not official Hanoi ward codes.", code="unknown_ward", errors=errors
+        )
     return unique
 
 
@@ -135,7 +145,9 @@ async def count_admins() -> int:
     return await AppUser.count().where(AppUser.role == "admin", AppUser.disabled.eq(False))
 
 
-async def update_user(actor: Principal, user_id: str, data: UserUpdate, *, address: str = "") -> User:
+async def update_user(
+    actor: Principal, user_id: str, data: UserUpdate, *, address: str = ""
+) -> User:
     current = await get_user(user_id)
     if data.disabled and current.id == actor.user_id:
         raise Conflict("You cannot disable your own account.", code="cannot_disable_self")
@@ -152,7 +164,7 @@ async def update_user(actor: Principal, user_id: str, data: UserUpdate, *, addre
         details["full_name"] = data.full_name
     if data.password is not None:
         changes[AppUser.password_hash] = auth.hash_password(data.password)
-        details["password"] = "changed"
+        details["password"] = "changed"  # noqa: S105  (the audit says that it changed, never the value)
     if data.disabled is not None:
         changes[AppUser.disabled] = data.disabled
         details["disabled"] = data.disabled
@@ -164,7 +176,12 @@ async def update_user(actor: Principal, user_id: str, data: UserUpdate, *, addre
                 RefreshToken.user == uuid.UUID(current.id), RefreshToken.revoked_at.is_null()
             )
         await audit.record(
-            actor, "user.update", target_type="user", target_id=current.id, details=details, address=address
+            actor,
+            "user.update",
+            target_type="user",
+            target_id=current.id,
+            details=details,
+            address=address,
         )
     return await get_user(current.id)
 
@@ -194,7 +211,11 @@ async def list_devices() -> list[Device]:
 async def revoke_device(actor: Principal, device_id: str, *, address: str = "") -> Device:
     did = _uuid(device_id, "device")
     async with transaction():
-        row = await DeviceRow.select(DeviceRow.id, DeviceRow.revoked_at).where(DeviceRow.id == did).first()
+        row = (
+            await DeviceRow.select(DeviceRow.id, DeviceRow.revoked_at)
+            .where(DeviceRow.id == did)
+            .first()
+        )
         if row is None:
             raise NotFound("No such device.", code="device_not_found")
         if row["revoked_at"] is None:
@@ -203,8 +224,12 @@ async def revoke_device(actor: Principal, device_id: str, *, address: str = "") 
             await RefreshToken.update({RefreshToken.revoked_at: now}).where(
                 RefreshToken.device == did, RefreshToken.revoked_at.is_null()
             )
-            await audit.record(actor, "device.revoke", target_type="device", target_id=str(did), address=address)
-    rows = await DeviceRow.select(*DeviceRow.all_columns(), DeviceRow.user.username).where(DeviceRow.id == did)
+            await audit.record(
+                actor, "device.revoke", target_type="device", target_id=str(did), address=address
+            )
+    rows = await DeviceRow.select(*DeviceRow.all_columns(), DeviceRow.user.username).where(
+        DeviceRow.id == did
+    )
     return _device(rows[0])
 
 
@@ -213,8 +238,10 @@ async def revoke_device(actor: Principal, device_id: str, *, address: str = "") 
 
 async def login(settings: Settings, req: LoginRequest, *, address: str) -> TokenPair:
     username = req.username.lower()
-    keys = {f"user:{username}": settings.login_max_failures,
-            f"addr:{address}": settings.login_max_failures * ADDRESS_FAILURE_FACTOR}
+    keys = {
+        f"user:{username}": settings.login_max_failures,
+        f"addr:{address}": settings.login_max_failures * ADDRESS_FAILURE_FACTOR,
+    }
     await _refuse_if_locked(keys)
     row = await AppUser.select().where(AppUser.username == username).first()
     if not auth.verify_password(row["password_hash"] if row else None, req.password):
@@ -232,7 +259,9 @@ async def login(settings: Settings, req: LoginRequest, *, address: str) -> Token
     async with transaction():
         device = await DeviceRow.select().where(DeviceRow.id == device_id).first()
         if device is not None and device["revoked_at"] is not None:
-            raise Forbidden("This device has been revoked; ask an administrator.", code="device_revoked")
+            raise Forbidden(
+                "This device has been revoked; ask an administrator.", code="device_revoked"
+            )
         if device is None:
             await DeviceRow.insert(DeviceRow(id=device_id, user=user_id, name=req.device_name))
         else:
@@ -242,12 +271,19 @@ async def login(settings: Settings, req: LoginRequest, *, address: str) -> Token
                     RefreshToken.device == device_id, RefreshToken.revoked_at.is_null()
                 )
             await DeviceRow.update(
-                {DeviceRow.user: user_id, DeviceRow.last_seen_at: _now(),
-                 DeviceRow.name: req.device_name or device["name"]}
+                {
+                    DeviceRow.user: user_id,
+                    DeviceRow.last_seen_at: _now(),
+                    DeviceRow.name: req.device_name or device["name"],
+                }
             ).where(DeviceRow.id == device_id)
         pair = await _issue_tokens(settings, row, str(device_id), family_id=uuid.uuid4())
         await audit.record(
-            None, "auth.login", target_type="device", target_id=str(device_id), address=address,
+            None,
+            "auth.login",
+            target_type="device",
+            target_id=str(device_id),
+            address=address,
             actor_username=username,
         )
     return pair
@@ -263,10 +299,14 @@ async def refresh(settings: Settings, refresh_token: str) -> TokenPair:
         if token["revoked_at"] is not None:
             raise Unauthorized("This session has ended; log in again.", code="refresh_revoked")
         if token["expires_at"] <= now:
-            raise Unauthorized("The refresh token has expired; log in again.", code="refresh_expired")
-        claimed = await RefreshToken.update({RefreshToken.rotated_at: now}).where(
-            RefreshToken.id == token["id"], RefreshToken.rotated_at.is_null()
-        ).returning(RefreshToken.id)
+            raise Unauthorized(
+                "The refresh token has expired; log in again.", code="refresh_expired"
+            )
+        claimed = (
+            await RefreshToken.update({RefreshToken.rotated_at: now})
+            .where(RefreshToken.id == token["id"], RefreshToken.rotated_at.is_null())
+            .returning(RefreshToken.id)
+        )
         if claimed:
             user = await AppUser.select().where(AppUser.id == token["user"]).first()
             device = await DeviceRow.select().where(DeviceRow.id == token["device"]).first()
@@ -274,20 +314,32 @@ async def refresh(settings: Settings, refresh_token: str) -> TokenPair:
                 raise Unauthorized("This account is disabled.", code="user_disabled")
             if device is None or device["revoked_at"] is not None or device["user"] != user["id"]:
                 raise Unauthorized("This device has been revoked.", code="device_revoked")
-            await DeviceRow.update({DeviceRow.last_seen_at: now}).where(DeviceRow.id == device["id"])
-            return await _issue_tokens(settings, user, str(device["id"]), family_id=token["family_id"])
+            await DeviceRow.update({DeviceRow.last_seen_at: now}).where(
+                DeviceRow.id == device["id"]
+            )
+            return await _issue_tokens(
+                settings, user, str(device["id"]), family_id=token["family_id"]
+            )
         # Presenting an already-rotated token means it was copied: end the whole family.
         await RefreshToken.update({RefreshToken.revoked_at: now}).where(
             RefreshToken.family_id == token["family_id"], RefreshToken.revoked_at.is_null()
         )
         await audit.record(
-            None, "auth.refresh_reused", target_type="device", target_id=str(token["device"]),
-            details={"family_id": str(token["family_id"])}, actor_username="system",
+            None,
+            "auth.refresh_reused",
+            target_type="device",
+            target_id=str(token["device"]),
+            details={"family_id": str(token["family_id"])},
+            actor_username="system",
         )
-    raise Unauthorized("This refresh token was already used; every session of it has ended.", code="refresh_reused")
+    raise Unauthorized(
+        "This refresh token was already used; every session of it has ended.", code="refresh_reused"
+    )
 
 
-async def _issue_tokens(settings: Settings, user: dict[str, Any], device_id: str, *, family_id: Any) -> TokenPair:
+async def _issue_tokens(
+    settings: Settings, user: dict[str, Any], device_id: str, *, family_id: Any
+) -> TokenPair:
     refresh_token = auth.new_refresh_token()
     now = _now()
     await RefreshToken.insert(
@@ -303,14 +355,23 @@ async def _issue_tokens(settings: Settings, user: dict[str, Any], device_id: str
     )
     lifetime = timedelta(minutes=settings.access_token_minutes)
     access = auth.issue_access_token(
-        secret=settings.secret_key, user_id=str(user["id"]), role=user["role"], device_id=device_id,
-        lifetime=lifetime, now=now,
+        secret=settings.secret_key,
+        user_id=str(user["id"]),
+        role=user["role"],
+        device_id=device_id,
+        lifetime=lifetime,
+        now=now,
     )
     return TokenPair(
         access_token=access,
         refresh_token=refresh_token,
         expires_in=int(lifetime.total_seconds()),
-        user=UserSummary(id=str(user["id"]), username=user["username"], role=user["role"], wards=_wards(user["wards"])),
+        user=UserSummary(
+            id=str(user["id"]),
+            username=user["username"],
+            role=user["role"],
+            wards=_wards(user["wards"]),
+        ),
     )
 
 
@@ -321,13 +382,17 @@ async def authenticate(settings: Settings, token: str) -> Principal:
     except (ValueError, TypeError):
         raise Unauthorized("The access token is not valid.", code="token_invalid") from None
     # Read the live rows every time: revocation and disabling apply on the very next request.
-    row = await DeviceRow.select(
-        DeviceRow.revoked_at,
-        DeviceRow.user.username,
-        DeviceRow.user.role,
-        DeviceRow.user.wards,
-        DeviceRow.user.disabled,
-    ).where(DeviceRow.id == device_id, DeviceRow.user == user_id).first()
+    row = (
+        await DeviceRow.select(
+            DeviceRow.revoked_at,
+            DeviceRow.user.username,
+            DeviceRow.user.role,
+            DeviceRow.user.wards,
+            DeviceRow.user.disabled,
+        )
+        .where(DeviceRow.id == device_id, DeviceRow.user == user_id)
+        .first()
+    )
     if row is None:
         raise Unauthorized("This device is not bound to this user.", code="device_revoked")
     if row["revoked_at"] is not None:
@@ -349,7 +414,10 @@ async def authenticate(settings: Settings, token: str) -> Principal:
 async def _refuse_if_locked(keys: dict[str, int]) -> None:
     now = _now()
     rows = await LoginThrottle.select().where(LoginThrottle.key.is_in(list(keys)))
-    until = max((r["locked_until"] for r in rows if r["locked_until"] and r["locked_until"] > now), default=None)
+    until = max(
+        (r["locked_until"] for r in rows if r["locked_until"] and r["locked_until"] > now),
+        default=None,
+    )
     if until is not None:
         wait = max(1, math.ceil((until - now).total_seconds()))
         raise TooManyRequests(
@@ -368,18 +436,26 @@ async def _record_failure(settings: Settings, keys: dict[str, int]) -> int:
     async with transaction():
         for key, limit in keys.items():
             row = await LoginThrottle.select().where(LoginThrottle.key == key).first()
-            stale = row is None or row["last_failure_at"] is None or now - row["last_failure_at"] > window
+            stale = (
+                row is None
+                or row["last_failure_at"] is None
+                or now - row["last_failure_at"] > window
+            )
             failures = 1 if stale else row["failures"] + 1  # type: ignore[index]
             locked_until = now + window if failures >= limit else None
             if row is None:
                 await LoginThrottle.insert(
-                    LoginThrottle(key=key, failures=failures, last_failure_at=now, locked_until=locked_until)
+                    LoginThrottle(
+                        key=key, failures=failures, last_failure_at=now, locked_until=locked_until
+                    )
                 )
             else:
                 await LoginThrottle.update(
-                    {LoginThrottle.failures: 0 if locked_until else failures,
-                     LoginThrottle.last_failure_at: now,
-                     LoginThrottle.locked_until: locked_until}
+                    {
+                        LoginThrottle.failures: 0 if locked_until else failures,
+                        LoginThrottle.last_failure_at: now,
+                        LoginThrottle.locked_until: locked_until,
+                    }
                 ).where(LoginThrottle.key == key)
             counts.append(failures)
     return counts[0]
@@ -395,7 +471,8 @@ def _uuid(value: str, what: str, *, path: str | None = None) -> uuid.UUID:
     except ValueError:
         if path:
             raise BadRequest(
-                f"{value!r} is not a UUID.", code="validation_failed",
+                f"{value!r} is not a UUID.",
+                code="validation_failed",
                 errors=[ErrorItem(path=path, code="invalid", message="expected a UUID")],
             ) from None
         raise NotFound(f"No such {what}.", code=f"{what}_not_found") from None

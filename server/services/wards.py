@@ -17,7 +17,9 @@ HANOI = ProvinceCode(1)
 @cache
 def _official_rows() -> tuple[WardRow, ...]:
     rows = [
-        WardRow(code=f"{int(w.code):05d}", name=w.name, kind=w.division_type.value, codename=w.codename)
+        WardRow(
+            code=f"{int(w.code):05d}", name=w.name, kind=w.division_type.value, codename=w.codename
+        )
         for w in OfficialWard.iter_all()
         if w.province_code == HANOI
     ]
@@ -36,16 +38,23 @@ async def seed_wards() -> int:
         for r in await WardRow.select(WardRow.code, WardRow.name, WardRow.kind)
     }
     missing = [r for r in _official_rows() if r.code not in stored]
-    changed = [r for r in _official_rows() if r.code in stored and stored[r.code] != (r.name, r.kind)]
+    changed = [
+        r for r in _official_rows() if r.code in stored and stored[r.code] != (r.name, r.kind)
+    ]
     if not missing and not changed:
         return 0
     async with transaction():
         if missing:
             await WardRow.insert(
-                *[WardRow(code=r.code, name=r.name, kind=r.kind, codename=r.codename) for r in missing]
+                *[
+                    WardRow(code=r.code, name=r.name, kind=r.kind, codename=r.codename)
+                    for r in missing
+                ]
             )
         for r in changed:
-            await WardRow.update({WardRow.name: r.name, WardRow.kind: r.kind}).where(WardRow.code == r.code)
+            await WardRow.update({WardRow.name: r.name, WardRow.kind: r.kind}).where(
+                WardRow.code == r.code
+            )
     return len(missing)
 
 

@@ -28,7 +28,9 @@ async def test_create_list_update_user(api: Api) -> None:
     listed = (await api.http.get("/api/v1/users", headers=api.admin.headers)).json()
     assert user["id"] in {u["id"] for u in listed}
     patched = await api.http.patch(
-        f"/api/v1/users/{user['id']}", json={"role": "viewer", "wards": ["*"]}, headers=api.admin.headers
+        f"/api/v1/users/{user['id']}",
+        json={"role": "viewer", "wards": ["*"]},
+        headers=api.admin.headers,
     )
     assert patched.status_code == 200
     assert patched.json()["role"] == "viewer" and patched.json()["wards"] == ["*"]
@@ -36,8 +38,12 @@ async def test_create_list_update_user(api: Api) -> None:
 
 async def test_role_change_applies_on_next_request(api: Api) -> None:
     worker = await api.user_session("outreach")
-    assert_problem(await api.http.get("/api/v1/users", headers=worker.headers), 403, "role_forbidden")
-    await api.http.patch(f"/api/v1/users/{worker.user['id']}", json={"role": "admin"}, headers=api.admin.headers)
+    assert_problem(
+        await api.http.get("/api/v1/users", headers=worker.headers), 403, "role_forbidden"
+    )
+    await api.http.patch(
+        f"/api/v1/users/{worker.user['id']}", json={"role": "admin"}, headers=api.admin.headers
+    )
     assert (await api.http.get("/api/v1/users", headers=worker.headers)).status_code == 200
 
 
@@ -56,16 +62,33 @@ async def test_bad_user_input_is_a_problem_and_writes_nothing(
     api: Api, body: dict[str, object], code: str, path: str
 ) -> None:
     before = len((await api.http.get("/api/v1/users", headers=api.admin.headers)).json())
-    payload = {"username": unique("bad"), "password": PASSWORD, "role": "outreach", "wards": ["00070"], **body}
-    problem = assert_problem(await api.http.post("/api/v1/users", json=payload, headers=api.admin.headers), 400, code)
+    payload = {
+        "username": unique("bad"),
+        "password": PASSWORD,
+        "role": "outreach",
+        "wards": ["00070"],
+        **body,
+    }
+    problem = assert_problem(
+        await api.http.post("/api/v1/users", json=payload, headers=api.admin.headers), 400, code
+    )
     assert path in [e["path"] for e in problem["errors"]]
     assert len((await api.http.get("/api/v1/users", headers=api.admin.headers)).json()) == before
 
 
 async def test_duplicate_username_conflicts(api: Api) -> None:
     user = await api.create_user()
-    again = {"username": user["username"].upper(), "password": PASSWORD, "role": "outreach", "wards": ["00070"]}
-    assert_problem(await api.http.post("/api/v1/users", json=again, headers=api.admin.headers), 409, "username_taken")
+    again = {
+        "username": user["username"].upper(),
+        "password": PASSWORD,
+        "role": "outreach",
+        "wards": ["00070"],
+    }
+    assert_problem(
+        await api.http.post("/api/v1/users", json=again, headers=api.admin.headers),
+        409,
+        "username_taken",
+    )
 
 
 async def test_admin_cannot_disable_self(api: Api) -> None:
@@ -77,16 +100,28 @@ async def test_admin_cannot_disable_self(api: Api) -> None:
 
 async def test_non_admin_cannot_use_admin_api(api: Api) -> None:
     supervisor = await api.user_session("supervisor")
-    for method, path in [("GET", "/api/v1/users"), ("GET", "/api/v1/devices"),
-                         ("DELETE", f"/api/v1/devices/{supervisor.device_id}")]:
-        assert_problem(await api.http.request(method, path, headers=supervisor.headers), 403, "role_forbidden")
+    for method, path in [
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/devices"),
+        ("DELETE", f"/api/v1/devices/{supervisor.device_id}"),
+    ]:
+        assert_problem(
+            await api.http.request(method, path, headers=supervisor.headers), 403, "role_forbidden"
+        )
 
 
 async def test_unknown_ids_are_404(api: Api) -> None:
-    assert_problem(await api.http.get("/api/v1/users/not-a-uuid", headers=api.admin.headers), 404, "user_not_found")
     assert_problem(
-        await api.http.delete("/api/v1/devices/00000000-0000-0000-0000-000000000000", headers=api.admin.headers),
-        404, "device_not_found",
+        await api.http.get("/api/v1/users/not-a-uuid", headers=api.admin.headers),
+        404,
+        "user_not_found",
+    )
+    assert_problem(
+        await api.http.delete(
+            "/api/v1/devices/00000000-0000-0000-0000-000000000000", headers=api.admin.headers
+        ),
+        404,
+        "device_not_found",
     )
 
 
@@ -99,7 +134,9 @@ async def test_devices_listed_with_owner(api: Api) -> None:
 
 async def test_admin_actions_are_audited_and_the_log_is_append_only(api: Api, db: Backend) -> None:
     user = await api.create_user()
-    await api.http.patch(f"/api/v1/users/{user['id']}", json={"disabled": True}, headers=api.admin.headers)
+    await api.http.patch(
+        f"/api/v1/users/{user['id']}", json={"disabled": True}, headers=api.admin.headers
+    )
     entries = (await api.http.get("/api/v1/audit?limit=50", headers=api.admin.headers)).json()
     mine = [e for e in entries if e["target_id"] == user["id"]]
     assert [e["action"] for e in mine] == ["user.update", "user.create"]
@@ -117,13 +154,17 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
 
 
 async def test_malformed_json_is_a_problem(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/v1/auth/login", content=b"{not json", headers={"content-type": "application/json"})
+    response = await client.post(
+        "/api/v1/auth/login", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert_problem(response, 400, "malformed_body")
 
 
 async def test_oversized_body_is_413(db: Backend, client: httpx.AsyncClient) -> None:
     body = b'{"refresh_token": "' + b"a" * (db.settings.max_body_bytes + 10) + b'"}'
-    response = await client.post("/api/v1/auth/refresh", content=body, headers={"content-type": "application/json"})
+    response = await client.post(
+        "/api/v1/auth/refresh", content=body, headers={"content-type": "application/json"}
+    )
     assert_problem(response, 413, "payload_too_large")
 
 

@@ -21,31 +21,56 @@ async def test_login_returns_protocol_shape(api: Api) -> None:
     user = await api.create_user("inspector", ["00070", "00004"])
     response = await api.http.post(
         "/api/v1/auth/login",
-        json={"username": user["username"], "password": PASSWORD, "device_id": new_device_id(), "device_name": "Tab 7"},
+        json={
+            "username": user["username"],
+            "password": PASSWORD,
+            "device_id": new_device_id(),
+            "device_name": "Tab 7",
+        },
     )
     assert response.status_code == 200
     body = response.json()
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 15 * 60
-    assert body["user"] == {"id": user["id"], "username": user["username"], "role": "inspector",
-                            "wards": ["00004", "00070"]}
-    claims = jwt.decode(body["access_token"], api.settings.secret_key, algorithms=[ALGORITHM], audience=AUDIENCE)
+    assert body["user"] == {
+        "id": user["id"],
+        "username": user["username"],
+        "role": "inspector",
+        "wards": ["00004", "00070"],
+    }
+    claims = jwt.decode(
+        body["access_token"], api.settings.secret_key, algorithms=[ALGORITHM], audience=AUDIENCE
+    )
     assert claims["iss"] == ISSUER and claims["sub"] == user["id"] and claims["role"] == "inspector"
     assert {"exp", "iat", "jti", "did"} <= claims.keys()
-    me = await api.http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    me = await api.http.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"}
+    )
     assert me.json()["username"] == user["username"]
 
 
 async def test_wrong_password_and_unknown_user_look_the_same(api: Api) -> None:
     user = await api.create_user()
     wrong = await api.http.post(
-        "/api/v1/auth/login", json={"username": user["username"], "password": "nope-nope-nope", "device_id": new_device_id()}
+        "/api/v1/auth/login",
+        json={
+            "username": user["username"],
+            "password": "nope-nope-nope",
+            "device_id": new_device_id(),
+        },
     )
     unknown = await api.http.post(
-        "/api/v1/auth/login", json={"username": "nobody-" + user["username"], "password": "nope-nope-nope",
-                                    "device_id": new_device_id()}
+        "/api/v1/auth/login",
+        json={
+            "username": "nobody-" + user["username"],
+            "password": "nope-nope-nope",
+            "device_id": new_device_id(),
+        },
     )
-    a, b = assert_problem(wrong, 401, "invalid_credentials"), assert_problem(unknown, 401, "invalid_credentials")
+    a, b = (
+        assert_problem(wrong, 401, "invalid_credentials"),
+        assert_problem(unknown, 401, "invalid_credentials"),
+    )
     assert a["detail"] == b["detail"]
 
 
@@ -55,8 +80,12 @@ async def test_missing_token(client: httpx.AsyncClient) -> None:
 
 async def test_expired_token(api: Api) -> None:
     token = issue_access_token(
-        secret=api.settings.secret_key, user_id=api.admin.user["id"], role="admin", device_id=api.admin.device_id,
-        lifetime=timedelta(minutes=15), now=datetime.now(UTC) - timedelta(hours=1),
+        secret=api.settings.secret_key,
+        user_id=api.admin.user["id"],
+        role="admin",
+        device_id=api.admin.device_id,
+        lifetime=timedelta(minutes=15),
+        now=datetime.now(UTC) - timedelta(hours=1),
     )
     response = await api.http.get("/api/v1/wards", headers={"Authorization": f"Bearer {token}"})
     assert_problem(response, 401, "token_expired")
@@ -64,29 +93,57 @@ async def test_expired_token(api: Api) -> None:
 
 async def test_token_signed_with_another_key(api: Api) -> None:
     token = issue_access_token(
-        secret="another-key-" + "y" * 40, user_id=api.admin.user["id"], role="admin", device_id=api.admin.device_id,
+        secret="another-key-" + "y" * 40,
+        user_id=api.admin.user["id"],
+        role="admin",
+        device_id=api.admin.device_id,
         lifetime=timedelta(minutes=15),
     )
-    assert_problem(await api.http.get("/api/v1/wards", headers={"Authorization": f"Bearer {token}"}), 401,
-                   "token_invalid")
+    assert_problem(
+        await api.http.get("/api/v1/wards", headers={"Authorization": f"Bearer {token}"}),
+        401,
+        "token_invalid",
+    )
 
 
 async def test_alg_none_is_refused(api: Api) -> None:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": api.admin.user["id"], "iat": now, "exp": now + 600,
-              "jti": str(uuid.uuid4()), "did": api.admin.device_id, "role": "admin"}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": api.admin.user["id"],
+        "iat": now,
+        "exp": now + 600,
+        "jti": str(uuid.uuid4()),
+        "did": api.admin.device_id,
+        "role": "admin",
+    }
     token = jwt.encode(claims, key=None, algorithm="none")
-    assert_problem(await api.http.get("/api/v1/users", headers={"Authorization": f"Bearer {token}"}), 401,
-                   "token_invalid")
+    assert_problem(
+        await api.http.get("/api/v1/users", headers={"Authorization": f"Bearer {token}"}),
+        401,
+        "token_invalid",
+    )
 
 
 async def test_wrong_audience(api: Api) -> None:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": "some-other-api", "sub": api.admin.user["id"], "iat": now, "exp": now + 600,
-              "jti": str(uuid.uuid4()), "did": api.admin.device_id, "role": "admin"}
+    claims = {
+        "iss": ISSUER,
+        "aud": "some-other-api",
+        "sub": api.admin.user["id"],
+        "iat": now,
+        "exp": now + 600,
+        "jti": str(uuid.uuid4()),
+        "did": api.admin.device_id,
+        "role": "admin",
+    }
     token = jwt.encode(claims, api.settings.secret_key, algorithm=ALGORITHM)
-    assert_problem(await api.http.get("/api/v1/users", headers={"Authorization": f"Bearer {token}"}), 401,
-                   "token_invalid")
+    assert_problem(
+        await api.http.get("/api/v1/users", headers={"Authorization": f"Bearer {token}"}),
+        401,
+        "token_invalid",
+    )
 
 
 async def test_revoked_device_is_refused_on_the_next_request(api: Api) -> None:
@@ -94,12 +151,20 @@ async def test_revoked_device_is_refused_on_the_next_request(api: Api) -> None:
     assert (await api.http.get("/api/v1/wards", headers=worker.headers)).status_code == 200
     revoke = await api.http.delete(f"/api/v1/devices/{worker.device_id}", headers=api.admin.headers)
     assert revoke.status_code == 200 and revoke.json()["revoked_at"]
-    assert_problem(await api.http.get("/api/v1/wards", headers=worker.headers), 401, "device_revoked")
-    refreshed = await api.http.post("/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token})
+    assert_problem(
+        await api.http.get("/api/v1/wards", headers=worker.headers), 401, "device_revoked"
+    )
+    refreshed = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}
+    )
     assert_problem(refreshed, 401, "refresh_revoked")
     again = await api.http.post(
         "/api/v1/auth/login",
-        json={"username": worker.user["username"], "password": PASSWORD, "device_id": worker.device_id},
+        json={
+            "username": worker.user["username"],
+            "password": PASSWORD,
+            "device_id": worker.device_id,
+        },
     )
     assert_problem(again, 403, "device_revoked")
 
@@ -107,35 +172,60 @@ async def test_revoked_device_is_refused_on_the_next_request(api: Api) -> None:
 async def test_disabled_user_is_refused_on_the_next_request(api: Api) -> None:
     worker = await api.user_session("trainer")
     assert (await api.http.get("/api/v1/wards", headers=worker.headers)).status_code == 200
-    patch = await api.http.patch(f"/api/v1/users/{worker.user['id']}", json={"disabled": True}, headers=api.admin.headers)
+    patch = await api.http.patch(
+        f"/api/v1/users/{worker.user['id']}", json={"disabled": True}, headers=api.admin.headers
+    )
     assert patch.status_code == 200 and patch.json()["disabled"] is True
-    assert_problem(await api.http.get("/api/v1/wards", headers=worker.headers), 401, "user_disabled")
-    assert_problem(await api.http.post("/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}), 401,
-                   "refresh_revoked")
+    assert_problem(
+        await api.http.get("/api/v1/wards", headers=worker.headers), 401, "user_disabled"
+    )
+    assert_problem(
+        await api.http.post("/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}),
+        401,
+        "refresh_revoked",
+    )
     relogin = await api.http.post(
-        "/api/v1/auth/login", json={"username": worker.user["username"], "password": PASSWORD, "device_id": new_device_id()}
+        "/api/v1/auth/login",
+        json={
+            "username": worker.user["username"],
+            "password": PASSWORD,
+            "device_id": new_device_id(),
+        },
     )
     assert_problem(relogin, 403, "user_disabled")
 
 
 async def test_refresh_rotates_and_reuse_kills_the_family(api: Api) -> None:
     worker = await api.user_session()
-    first = await api.http.post("/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token})
+    first = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}
+    )
     assert first.status_code == 200
     second_token = first.json()["refresh_token"]
     assert second_token != worker.refresh_token
     # The old token again: theft. The whole family dies, including the token just issued.
-    reuse = await api.http.post("/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token})
+    reuse = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}
+    )
     assert_problem(reuse, 401, "refresh_reused")
-    assert_problem(await api.http.post("/api/v1/auth/refresh", json={"refresh_token": second_token}), 401,
-                   "refresh_revoked")
+    assert_problem(
+        await api.http.post("/api/v1/auth/refresh", json={"refresh_token": second_token}),
+        401,
+        "refresh_revoked",
+    )
     # A fresh login is a new family and works.
     fresh = await login(api.http, worker.user["username"], PASSWORD, worker.device_id)
-    assert (await api.http.post("/api/v1/auth/refresh", json={"refresh_token": fresh.refresh_token})).status_code == 200
+    assert (
+        await api.http.post("/api/v1/auth/refresh", json={"refresh_token": fresh.refresh_token})
+    ).status_code == 200
 
 
 async def test_garbage_refresh_token(client: httpx.AsyncClient) -> None:
-    assert_problem(await client.post("/api/v1/auth/refresh", json={"refresh_token": "garbage"}), 401, "refresh_invalid")
+    assert_problem(
+        await client.post("/api/v1/auth/refresh", json={"refresh_token": "garbage"}),
+        401,
+        "refresh_invalid",
+    )
 
 
 async def test_login_throttling_locks_without_revealing_existence(db: Backend) -> None:
@@ -145,10 +235,16 @@ async def test_login_throttling_locks_without_revealing_existence(db: Backend) -
         address = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
         transport = httpx.ASGITransport(app=db.app, client=(address, 1234))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            body = {"username": username, "password": "wrong-password", "device_id": new_device_id()}
+            body = {
+                "username": username,
+                "password": "wrong-password",
+                "device_id": new_device_id(),
+            }
             return [await http.post("/api/v1/auth/login", json=body) for _ in range(limit + 1)]
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=db.app), base_url="http://t") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=db.app), base_url="http://t"
+    ) as http:
         existing = (await Api.as_admin(http, db.settings)).admin
         api = Api(http, db.settings, existing)
         user = await api.create_user()
@@ -160,8 +256,10 @@ async def test_login_throttling_locks_without_revealing_existence(db: Backend) -
     # Even the right password is refused while the username is locked.
     transport = httpx.ASGITransport(app=db.app, client=("198.51.100.7", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        right = await http.post("/api/v1/auth/login",
-                                json={"username": user["username"], "password": PASSWORD, "device_id": new_device_id()})
+        right = await http.post(
+            "/api/v1/auth/login",
+            json={"username": user["username"], "password": PASSWORD, "device_id": new_device_id()},
+        )
     assert_problem(right, 429, "login_throttled")
 
 
@@ -171,4 +269,6 @@ async def test_shared_tablet_changes_hands(api: Api) -> None:
     second = await login(api.http, second_user["username"], PASSWORD, first.device_id)
     assert (await api.http.get("/api/v1/wards", headers=second.headers)).status_code == 200
     # The previous user's token names a device now bound to someone else.
-    assert_problem(await api.http.get("/api/v1/wards", headers=first.headers), 401, "device_revoked")
+    assert_problem(
+        await api.http.get("/api/v1/wards", headers=first.headers), 401, "device_revoked"
+    )

@@ -38,8 +38,12 @@ def test_make_run_smoke(tmp_path: Path) -> None:
     """What `make run` does on a fresh machine: migrate, seed, print the admin password, serve."""
     port = _free_port()
     proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)], cwd=tmp_path, env=_env(tmp_path / "var"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*CLI, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=_env(tmp_path / "var"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         password = None
@@ -60,13 +64,17 @@ def test_make_run_smoke(tmp_path: Path) -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        login = httpx.post(f"{base}/api/v1/auth/login",
-                           json={"username": "admin", "password": password, "device_id": new_device_id()})
+        login = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": "admin", "password": password, "device_id": new_device_id()},
+        )
         assert login.status_code == 200, login.text
         token = login.json()["access_token"]
         wards = httpx.get(f"{base}/api/v1/wards", headers={"Authorization": f"Bearer {token}"})
         assert len(wards.json()) == 126
-        assert (tmp_path / "var" / "fieldsync.db").exists() and (tmp_path / "var" / "blobs").is_dir()
+        assert (tmp_path / "var" / "fieldsync.db").exists() and (
+            tmp_path / "var" / "blobs"
+        ).is_dir()
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -84,7 +92,11 @@ def test_make_run_smoke(tmp_path: Path) -> None:
 )
 def test_bad_configuration_is_one_clear_line(tmp_path: Path, variable: str, value: str) -> None:
     result = subprocess.run(
-        [*CLI, "migrate"], env=_env(tmp_path, **{variable: value}), capture_output=True, text=True, timeout=60
+        [*CLI, "migrate"],
+        env=_env(tmp_path, **{variable: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -95,17 +107,43 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, variable: str, valu
 def test_migrate_seed_create_user_are_idempotent_commands(tmp_path: Path) -> None:
     env = _env(tmp_path)
     for command in (["migrate"], ["migrate"], ["seed-wards"], ["seed-wards"]):
-        result = subprocess.run([*CLI, *command], env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [*CLI, *command], env=env, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
-    create = [*CLI, "create-user", "--username", "lan.inspector", "--role", "inspector", "--wards", "00070,00004",
-              "--password", "a long enough password"]
+    create = [
+        *CLI,
+        "create-user",
+        "--username",
+        "lan.inspector",
+        "--role",
+        "inspector",
+        "--wards",
+        "00070,00004",
+        "--password",
+        "a long enough password",
+    ]
     first = subprocess.run(create, env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0 and "created inspector lan.inspector" in first.stdout
     again = subprocess.run(create, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "taken" in again.stderr and "Traceback" not in again.stderr
     bad_ward = subprocess.run(
-        [*CLI, "create-user", "--username", "x.worker", "--role", "outreach", "--wards", "12345",
-         "--password", "a long enough password"], env=env, capture_output=True, text=True, timeout=60,
+        [
+            *CLI,
+            "create-user",
+            "--username",
+            "x.worker",
+            "--role",
+            "outreach",
+            "--wards",
+            "12345",
+            "--password",
+            "a long enough password",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad_ward.returncode == 1 and "12345" in bad_ward.stderr
 

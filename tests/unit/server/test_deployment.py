@@ -35,8 +35,14 @@ def test_server_environment_names_are_real_settings() -> None:
     env = _compose()["services"]["server"]["environment"]
     known = set(variable_names())
     assert set(env) <= known, set(env) - known
-    for required in ("FIELDSYNC_DATABASE_URL", "FIELDSYNC_BLOB_STORE", "FIELDSYNC_S3_ENDPOINT",
-                     "FIELDSYNC_S3_ACCESS_KEY", "FIELDSYNC_S3_SECRET_KEY", "FIELDSYNC_SECRET_KEY"):
+    for required in (
+        "FIELDSYNC_DATABASE_URL",
+        "FIELDSYNC_BLOB_STORE",
+        "FIELDSYNC_S3_ENDPOINT",
+        "FIELDSYNC_S3_ACCESS_KEY",
+        "FIELDSYNC_S3_SECRET_KEY",
+        "FIELDSYNC_SECRET_KEY",
+    ):
         assert required in env
 
 
@@ -56,7 +62,10 @@ def test_compose_environment_parses_into_settings(tmp_path: Path) -> None:
     env["FIELDSYNC_DATA_DIR"] = str(tmp_path)
     settings = load_settings(env)
     assert settings.is_postgres and settings.blob_store == "s3://fieldsync"
-    assert settings.s3_endpoint == "minio:9000" and settings.s3_public_endpoint == "files.example.org:9000"
+    assert (
+        settings.s3_endpoint == "minio:9000"
+        and settings.s3_public_endpoint == "files.example.org:9000"
+    )
 
 
 def test_dockerfile_serves_with_migrations() -> None:

@@ -18,11 +18,17 @@ def test_defaults_are_embedded(tmp_path: Path) -> None:
 
 
 def test_s3_settings(tmp_path: Path) -> None:
-    s = load_settings({
-        "FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_BLOB_STORE": "s3://fieldsync",
-        "FIELDSYNC_S3_ENDPOINT": "minio:9000", "FIELDSYNC_S3_ACCESS_KEY": "k", "FIELDSYNC_S3_SECRET_KEY": "s",
-        "FIELDSYNC_S3_SECURE": "false", "FIELDSYNC_PORT": "9001",
-    })
+    s = load_settings(
+        {
+            "FIELDSYNC_DATA_DIR": str(tmp_path),
+            "FIELDSYNC_BLOB_STORE": "s3://fieldsync",
+            "FIELDSYNC_S3_ENDPOINT": "minio:9000",
+            "FIELDSYNC_S3_ACCESS_KEY": "k",
+            "FIELDSYNC_S3_SECRET_KEY": "s",
+            "FIELDSYNC_S3_SECURE": "false",
+            "FIELDSYNC_PORT": "9001",
+        }
+    )
     assert s.s3_public_endpoint == "minio:9000" and s.s3_secure is False and s.port == 9001
 
 
@@ -32,9 +38,19 @@ def test_s3_settings(tmp_path: Path) -> None:
         ({"FIELDSYNC_PORT": "0"}, "FIELDSYNC_PORT"),
         ({"FIELDSYNC_ACCESS_TOKEN_MINUTES": "soon"}, "FIELDSYNC_ACCESS_TOKEN_MINUTES"),
         ({"FIELDSYNC_BLOB_STORE": "ftp://x"}, "FIELDSYNC_BLOB_STORE"),
-        ({"FIELDSYNC_BLOB_STORE": "s3://b", "FIELDSYNC_S3_ENDPOINT": "http://h:9000/",
-          "FIELDSYNC_S3_ACCESS_KEY": "a", "FIELDSYNC_S3_SECRET_KEY": "b"}, "FIELDSYNC_S3_ENDPOINT"),
-        ({"FIELDSYNC_BLOB_STORE": "s3://b", "FIELDSYNC_S3_ENDPOINT": "h:9000"}, "FIELDSYNC_S3_ACCESS_KEY"),
+        (
+            {
+                "FIELDSYNC_BLOB_STORE": "s3://b",
+                "FIELDSYNC_S3_ENDPOINT": "http://h:9000/",
+                "FIELDSYNC_S3_ACCESS_KEY": "a",
+                "FIELDSYNC_S3_SECRET_KEY": "b",
+            },
+            "FIELDSYNC_S3_ENDPOINT",
+        ),
+        (
+            {"FIELDSYNC_BLOB_STORE": "s3://b", "FIELDSYNC_S3_ENDPOINT": "h:9000"},
+            "FIELDSYNC_S3_ACCESS_KEY",
+        ),
     ],
 )
 def test_errors_name_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:

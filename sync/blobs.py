@@ -1,0 +1,325 @@
+"""Content-addressed blob store: the interface and the local-directory implementation.
+
+Keys are lowercase hex SHA-256 digests of the bytes. A blob becomes readable under its key only
+after its size and digest were verified, so a corrupted or truncated upload is never served.
+The S3 implementation lives in `server/blobstore_s3.py` (only `server` may import minio).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+# Bytes handed to a worker thread or read back per chunk: large enough to amortise the thread hop.
+CHUNK_SIZE = 1024 * 1024
+# What a blob stored without a declared content type reports.
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class BlobStoreError(Exception):
+    code = "blob_store_error"
+
+
+class BlobStoreUnavailable(BlobStoreError):
+    """Transient: the store cannot be reached (down, timeout, misconfigured credentials)."""
+
+    code = "blob_store_unavailable"
+
+
+class BlobHashMismatch(BlobStoreError):
+    """The bytes did not match the declared sha256 or size; nothing was stored."""
+
+    code = "blob_hash_mismatch"
+
+
+class BlobNotFound(BlobStoreError):
+    code = "blob_not_found"
+
+
+class BlobKeyInvalid(BlobStoreError, ValueError):
+    """The key is not a lowercase hex sha256 (also guards the local store against path tricks)."""
+
+    code = "blob_key_invalid"
+
+
+class BlobRangeInvalid(BlobStoreError, ValueError):
+    """A negative offset/length, or an offset past the end of the blob (HTTP 416)."""
+
+    code = "blob_range_invalid"
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    sha256: str
+    size: int
+    content_type: str
+
+
+def validate_key(sha256: str) -> str:
+    """Return the key unchanged if it is a lowercase hex sha256, else raise BlobKeyInvalid."""
+    if not isinstance(sha256, str) or not _SHA256_HEX.fullmatch(sha256):
+        raise BlobKeyInvalid(f"blob key must be 64 lowercase hex characters, got {sha256!r}")
+    return sha256
+
+
+def resolve_range(size: int, offset: int, length: int | None) -> int:
+    """Validate a read range against a blob of `size` bytes; return how many bytes to read.
+
+    A length running past the end is truncated, as HTTP Range does.
+    """
+    if offset < 0 or (length is not None and length < 0):
+        raise BlobRangeInvalid(f"invalid range offset={offset} length={length}")
+    if offset > size:
+        raise BlobRangeInvalid(f"offset {offset} is past the end of a {size}-byte blob")
+    remaining = size - offset
+    return remaining if length is None else min(length, remaining)
+
+
+class BlobStore(abc.ABC):
+    """A content-addressed store of immutable blobs.
+
+    Contract shared by every implementation (tests/integration/blobstore/):
+    - `put` streams in bounded memory, hashes while writing, and publishes the blob under its key
+      only if the byte count (when `size` is given) and the sha256 both match; otherwise nothing
+      is left behind (no readable blob, no staging leftovers) and BlobHashMismatch is raised.
+    - `put` of a key that already exists is a no-op that returns the stored info WITHOUT reading
+      `chunks` (dedupe: the bytes are already verified); a declared `size` that differs from the
+      stored size raises BlobHashMismatch. The first content type wins.
+    - Failures to reach the store raise BlobStoreUnavailable; unknown keys raise BlobNotFound.
+    """
+
+    @abc.abstractmethod
+    async def ensure_ready(self) -> None:
+        """Create the directory / bucket if missing (run at start-up)."""
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Cheap readiness probe; raises BlobStoreUnavailable."""
+
+    @abc.abstractmethod
+    async def put(
+        self,
+        sha256: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int | None = None,
+        content_type: str | None = None,
+    ) -> BlobInfo: ...
+
+    @abc.abstractmethod
+    async def stat(self, sha256: str) -> BlobInfo | None: ...
+
+    async def exists(self, sha256: str) -> bool:
+        return await self.stat(sha256) is not None
+
+    @abc.abstractmethod
+    async def open(
+        self, sha256: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Check the blob and range now (BlobNotFound, BlobRangeInvalid), then stream the bytes.
+
+        Use as `async for chunk in await store.open(key, offset=..., length=...)`.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, sha256: str) -> None:
+        """Remove the blob; deleting a missing key is not an error."""
+
+    @abc.abstractmethod
+    def keys(self) -> AsyncIterator[str]:
+        """Every stored blob key, in no particular order (for garbage collection)."""
+
+    @abc.abstractmethod
+    async def presigned_get_url(
+        self, sha256: str, *, expires: timedelta, filename: str | None = None
+    ) -> str | None:
+        """A time-limited URL devices can fetch directly, or None if the server must stream."""
+
+
+class LocalBlobStore(BlobStore):
+    """Blobs as files under `root/<first two hex>/<sha256>`, with `<sha256>.type` holding the
+    content type. Writes go to `root/.staging/` and are published with an atomic rename."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.staging = self.root / ".staging"
+
+    def _blob_path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def _type_path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.type"
+
+    async def ensure_ready(self) -> None:
+        try:
+            await asyncio.to_thread(self.staging.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"cannot create blob directory {self.root}: {exc}") from exc
+
+    async def check(self) -> None:
+        def probe() -> None:
+            if not self.staging.is_dir() or not os.access(self.staging, os.W_OK):
+                raise BlobStoreUnavailable(f"blob directory {self.staging} is missing or read-only")
+
+        await asyncio.to_thread(probe)
+
+    async def stat(self, sha256: str) -> BlobInfo | None:
+        validate_key(sha256)
+        return await asyncio.to_thread(self._stat_sync, sha256)
+
+    def _stat_sync(self, sha256: str) -> BlobInfo | None:
+        try:
+            size = self._blob_path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+        try:
+            content_type = self._type_path(sha256).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            content_type = DEFAULT_CONTENT_TYPE
+        return BlobInfo(sha256=sha256, size=size, content_type=content_type)
+
+    async def put(
+        self,
+        sha256: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        size: int | None = None,
+        content_type: str | None = None,
+    ) -> BlobInfo:
+        validate_key(sha256)
+        existing = await self.stat(sha256)
+        if existing is not None:
+            return deduplicated_info(existing, size)
+        await self.ensure_ready()
+        staged = self.staging / f"{sha256}.{secrets.token_hex(8)}"
+        staged_type = self.staging / f"{staged.name}.type"
+        hasher = hashlib.sha256()
+        received = 0
+        try:
+            with await asyncio.to_thread(staged.open, "wb") as file:
+                buffer = bytearray()
+                async for chunk in chunks:
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        raise BlobHashMismatch(f"more than the declared {size} bytes received")
+                    buffer += chunk
+                    if len(buffer) >= CHUNK_SIZE:
+                        pending, buffer = buffer, bytearray()
+                        await asyncio.to_thread(_write_and_hash, file, hasher, pending)
+                await asyncio.to_thread(_write_and_hash, file, hasher, buffer)
+                await asyncio.to_thread(_flush_and_sync, file)
+            verify_received(sha256, hasher.hexdigest(), size, received)
+            info = BlobInfo(sha256, received, content_type or DEFAULT_CONTENT_TYPE)
+            await asyncio.to_thread(self._publish, staged, staged_type, info)
+            return info
+        finally:
+            await asyncio.to_thread(_remove_quietly, staged, staged_type)
+
+    def _publish(self, staged: Path, staged_type: Path, info: BlobInfo) -> None:
+        target = self._blob_path(info.sha256)
+        target.parent.mkdir(exist_ok=True)
+        # The type file is published first so a readable blob always has its content type.
+        with staged_type.open("w", encoding="utf-8") as file:
+            file.write(info.content_type)
+            _flush_and_sync(file)
+        os.replace(staged_type, self._type_path(info.sha256))
+        os.replace(staged, target)
+        _sync_directory(target.parent)
+
+    async def open(
+        self, sha256: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        info = await self.stat(sha256)
+        if info is None:
+            raise BlobNotFound(sha256)
+        return self._read(sha256, offset, resolve_range(info.size, offset, length))
+
+    async def _read(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        try:
+            file = await asyncio.to_thread(self._blob_path(sha256).open, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        try:
+            await asyncio.to_thread(file.seek, offset)
+            while length > 0:
+                chunk = await asyncio.to_thread(file.read, min(CHUNK_SIZE, length))
+                if not chunk:
+                    break
+                length -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(file.close)
+
+    async def delete(self, sha256: str) -> None:
+        validate_key(sha256)
+        # The blob goes first so a half-finished delete never leaves a blob without its type.
+        await asyncio.to_thread(_remove_quietly, self._blob_path(sha256), self._type_path(sha256))
+
+    async def keys(self) -> AsyncIterator[str]:
+        def list_fanout_dirs() -> list[Path]:
+            if not self.root.is_dir():
+                return []
+            return [d for d in self.root.iterdir() if len(d.name) == 2 and d.is_dir()]
+
+        for directory in await asyncio.to_thread(list_fanout_dirs):
+            names = await asyncio.to_thread(os.listdir, directory)
+            for name in names:
+                if _SHA256_HEX.fullmatch(name):
+                    yield name
+
+    async def presigned_get_url(
+        self, sha256: str, *, expires: timedelta, filename: str | None = None
+    ) -> str | None:
+        validate_key(sha256)
+        return None  # the server streams local blobs itself
+
+
+def deduplicated_info(existing: BlobInfo, size: int | None) -> BlobInfo:
+    if size is not None and size != existing.size:
+        raise BlobHashMismatch(
+            f"declared size {size} differs from the stored blob's {existing.size} bytes"
+        )
+    return existing
+
+
+def verify_received(sha256: str, actual: str, size: int | None, received: int) -> None:
+    """Raise BlobHashMismatch unless the received bytes match the declared size and digest."""
+    if size is not None and received != size:
+        raise BlobHashMismatch(f"received {received} bytes, declared {size}")
+    if actual != sha256:
+        raise BlobHashMismatch(f"content hashes to {actual}, declared {sha256}")
+
+
+def _write_and_hash(file: IO[bytes], hasher: hashlib._Hash, data: bytearray) -> None:
+    hasher.update(data)
+    file.write(data)
+
+
+def _flush_and_sync(file: IO[Any]) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def _sync_directory(directory: Path) -> None:
+    # Makes the rename itself durable across a power loss.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
