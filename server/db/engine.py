@@ -14,7 +14,7 @@ from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
-from server.db.tables import ALL_TABLES
+from server.db.registry import ALL_TABLES
 
 os.environ.setdefault("PICCOLO_CONF", "server.db.piccolo_conf")
 

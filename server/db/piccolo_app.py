@@ -4,7 +4,7 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from server.db.tables import ALL_TABLES
+from server.db.registry import ALL_TABLES
 
 APP_NAME = "fieldsync"
 

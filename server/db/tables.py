@@ -85,4 +85,4 @@ class AuditLog(Table, tablename="audit_log"):
     address = Varchar(length=64, default="")
 
 
-ALL_TABLES: list[type[Table]] = [Ward, AppUser, Device, RefreshToken, LoginThrottle, AuditLog]
+IDENTITY_TABLES: list[type[Table]] = [Ward, AppUser, Device, RefreshToken, LoginThrottle, AuditLog]
