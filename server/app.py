@@ -14,6 +14,7 @@ from piccolo.engine.base import Engine
 from server.api.admin import AuditController, DeviceController, UserController
 from server.api.auth import AuthController
 from server.api.deps import DEPENDENCIES
+from server.api.forms import FormController
 from server.api.health import HealthController
 from server.api.wards import WardController
 from server.blobstores import S3Options, open_blob_store
@@ -69,6 +70,7 @@ def create_app(
             DeviceController,
             AuditController,
             WardController,
+            FormController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -8,6 +8,7 @@ from schemas.identity import UserCreate
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
 from server.db.migrate import migrate
 from server.services import identity
+from server.services.forms import publish_templates
 from server.services.wards import seed_wards
 from server.settings import Settings
 
@@ -20,6 +21,7 @@ async def prepare(settings: Settings) -> str | None:
     try:
         await migrate()
         await seed_wards()
+        await publish_templates()
         return await ensure_first_admin(settings)
     finally:
         await close_engine(engine)

@@ -24,8 +24,10 @@ from litestar import Litestar
 from piccolo.engine.base import Engine
 
 from server.app import create_app
+from server.bootstrap import ensure_first_admin
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
 from server.db.migrate import migrate
+from server.services.forms import publish_templates
 from server.services.wards import seed_wards
 from server.settings import Settings, load_settings
 from sync.blobs import LocalBlobStore
@@ -93,7 +95,7 @@ async def backend(
     await open_engine(engine, pool_size=10)
     await migrate()
     await seed_wards()
-    from server.bootstrap import ensure_first_admin
+    await publish_templates()
 
     await ensure_first_admin(settings)
     blob_store = LocalBlobStore(data_dir / "blobs")

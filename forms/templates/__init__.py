@@ -1,0 +1,1 @@
+"""The programme's XLSForm templates and the script that builds them."""

@@ -1,0 +1,138 @@
+"""Forms API (PROTOCOL.md "Forms"): admin authoring, device form lists, version-pinned downloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, MultipartBody
+
+from schemas.forms import (
+    DraftUploaded,
+    FormDiff,
+    FormInfo,
+    FormListItem,
+    FormSpec,
+    FormUpdate,
+    FormVersionInfo,
+    PublishRequest,
+    ValidateRequest,
+    ValidationResult,
+)
+from server.auth import Principal, require_role
+from server.services import forms
+
+IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+@dataclass
+class FormUpload:
+    file: UploadFile
+
+
+def _not_modified(request: Request[Any, Any, Any], etag: str) -> bool:
+    return etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
+
+
+class FormController(Controller):
+    path = "/api/v1/forms"
+    tags = ["forms"]
+
+    @get("/", summary="Forms the caller may fill (ETag; If-None-Match answers 304)")
+    async def list_forms(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Response[list[FormListItem] | None]:
+        items = await forms.list_for_device(principal)
+        etag = forms.list_etag(items)
+        if _not_modified(request, etag):
+            return Response(None, status_code=304, headers={"ETag": etag})
+        return Response(items, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
+
+    @get("/admin", summary="Every form with its state, roles and draft (admin)")
+    async def admin_list(self, admin: NamedDependency[Principal]) -> list[FormInfo]:
+        return await forms.list_forms()
+
+    @post("/", summary="Upload an XLSForm (.xlsx) or XForm (.xml) as the form's draft")
+    async def upload(
+        self, admin: NamedDependency[Principal], data: MultipartBody[FormUpload]
+    ) -> DraftUploaded:
+        content = await data.file.read()
+        return await forms.upload_draft(admin, content, data.file.filename or "form.xlsx")
+
+    @post("/{form_id:str}/publish", summary="Publish the draft as an immutable version")
+    async def publish(
+        self,
+        admin: NamedDependency[Principal],
+        form_id: FromPath[str],
+        data: JSONBody[PublishRequest | None] = None,
+    ) -> FormSpec:
+        return await forms.publish(admin, form_id, data or PublishRequest())
+
+    @patch(
+        "/{form_id:str}", summary="Change state (open, closing, closed) or the roles that fill it"
+    )
+    async def update(
+        self, admin: NamedDependency[Principal], form_id: FromPath[str], data: JSONBody[FormUpdate]
+    ) -> FormInfo:
+        return await forms.update_form(admin, form_id, data)
+
+    @get("/{form_id:str}/versions", summary="All versions of a form")
+    async def versions(
+        self, principal: NamedDependency[Principal], form_id: FromPath[str]
+    ) -> list[FormVersionInfo]:
+        require_role(principal, "admin", "supervisor")
+        return await forms.list_versions(form_id)
+
+    @get(
+        "/{form_id:str}/versions/{version:str}",
+        summary="The normalized spec of one version (immutable)",
+    )
+    async def spec(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        form_id: FromPath[str],
+        version: FromPath[str],
+    ) -> Response[FormSpec | None]:
+        spec = await forms.get_spec(principal, form_id, version)
+        etag = f'"{spec.hash}"'
+        if _not_modified(request, etag):
+            return Response(None, status_code=304, headers={"ETag": etag})
+        return Response(spec, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+
+    @get("/{form_id:str}/versions/{version:str}/xform", summary="The XForm XML of one version")
+    async def xform(
+        self, principal: NamedDependency[Principal], form_id: FromPath[str], version: FromPath[str]
+    ) -> Response[str]:
+        xml = await forms.get_xform(principal, form_id, version)
+        return Response(xml, media_type="application/xml", headers={"Cache-Control": IMMUTABLE})
+
+    @get(
+        "/{form_id:str}/versions/{a:str}/diff/{b:str}", summary="What changed between two versions"
+    )
+    async def diff(
+        self,
+        principal: NamedDependency[Principal],
+        form_id: FromPath[str],
+        a: FromPath[str],
+        b: FromPath[str],
+    ) -> FormDiff:
+        require_role(principal, "admin", "supervisor")
+        return await forms.diff_versions(form_id, a, b)
+
+    @post(
+        "/{form_id:str}/versions/{version:str}/validate",
+        status_code=200,
+        summary="Validate a submission against this exact version (admin)",
+    )
+    async def validate(
+        self,
+        admin: NamedDependency[Principal],
+        form_id: FromPath[str],
+        version: FromPath[str],
+        data: JSONBody[ValidateRequest],
+    ) -> ValidationResult:
+        return await forms.validate(form_id, version, data.data, language=data.language)

@@ -1,0 +1,409 @@
+"""Forms: upload a draft, publish immutable versions, list what a device may fill, validate.
+
+Pure work (parsing, diffs, validation) is in `forms/`; this module owns the transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from forms.diff import diff_specs, incompatible_type_changes
+from forms.spec import entity_lists, with_hash
+from forms.validation import validate_submission
+from forms.xlsform import FormImportError, ImportedForm, import_form
+from schemas.common import ErrorItem
+from schemas.forms import (
+    DraftUploaded,
+    FormDiff,
+    FormDraft,
+    FormInfo,
+    FormListItem,
+    FormSpec,
+    FormUpdate,
+    FormVersionInfo,
+    PublishRequest,
+    ValidationResult,
+)
+from server.auth import Principal
+from server.db.engine import transaction
+from server.db.tables_forms import Form, FormVersion
+from server.errors import BadRequest, Conflict, NotFound
+from server.services import audit
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "forms" / "templates"
+FIELD_ROLES = ["supervisor", "outreach", "trainer", "inspector"]
+# Who fills the programme's own forms (DOMAIN.md "Who uses it"); supervisors may fill every form.
+TEMPLATE_ROLES: dict[str, list[str]] = {
+    "inspection": ["supervisor", "inspector"],
+    "training_session": ["supervisor", "trainer"],
+    "training_attendance": ["supervisor", "trainer"],
+    "outreach_contact": ["supervisor", "outreach"],
+    "communication_event": ["supervisor", "outreach", "trainer"],
+    "tip_intake": ["supervisor", "inspector"],
+}
+# Admins, supervisors and viewers read every form version; field roles read the forms they fill.
+READ_ALL_ROLES = {"admin", "supervisor", "viewer"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _decode(value: Any, type_: Any = Any) -> Any:
+    return (
+        msgspec.json.decode(value, type=type_)
+        if isinstance(value, str)
+        else msgspec.convert(value, type_)
+    )
+
+
+def _draft_key(form_id: str) -> str:
+    return f"{form_id}#draft"
+
+
+def _version_key(form_id: str, version: str) -> str:
+    return f"{form_id}@{version}"
+
+
+def import_problem(error: FormImportError) -> BadRequest:
+    """An admin-readable 400: each issue with its sheet, row and column."""
+    errors = [
+        ErrorItem(
+            path="/".join(
+                str(p) for p in (issue.sheet, issue.row, issue.column) if p not in (None, "")
+            ),
+            code="xlsform_invalid",
+            message=issue.message,
+        )
+        for issue in error.issues
+    ]
+    return BadRequest(str(error), code="xlsform_invalid", errors=errors)
+
+
+# ---- drafts and publishing ---------------------------------------------------------------------
+
+
+async def upload_draft(actor: Principal | None, data: bytes, filename: str) -> DraftUploaded:
+    try:
+        imported = import_form(data, filename)
+    except FormImportError as error:
+        raise import_problem(error) from None
+    return await save_draft(actor, imported)
+
+
+async def save_draft(
+    actor: Principal | None, imported: ImportedForm, *, roles: list[str] | None = None
+) -> DraftUploaded:
+    spec = with_hash(imported.spec)
+    form_id = spec.form_id
+    async with transaction():
+        form = await Form.select(Form.form_id).where(Form.form_id == form_id).first()
+        if form is None:
+            await Form.insert(
+                Form(form_id=form_id, title=spec.title, roles=_json(roles or FIELD_ROLES))
+            )
+        else:
+            await Form.update({Form.title: spec.title, Form.updated_at: _now()}).where(
+                Form.form_id == form_id
+            )
+        await FormVersion.delete().where(FormVersion.key == _draft_key(form_id))
+        await FormVersion.insert(
+            FormVersion(
+                key=_draft_key(form_id),
+                form=form_id,
+                version=spec.version or None,
+                status="draft",
+                hash=spec.hash,
+                spec=_json(spec),
+                xform=imported.xform,
+                source=imported.source,
+                source_filename=imported.filename,
+                source_kind=imported.source_kind,
+                warnings=_json(imported.warnings),
+                created_by=actor.user_id if actor else None,
+            )
+        )
+        await audit.record(
+            actor,
+            "form.upload_draft",
+            target_type="form",
+            target_id=form_id,
+            details={"hash": spec.hash, "filename": imported.filename},
+            actor_username="system",
+        )
+    return DraftUploaded(
+        form_id=form_id,
+        title=spec.title,
+        draft=FormDraft(hash=spec.hash, fields=spec.fields, warnings=imported.warnings),
+    )
+
+
+async def publish(actor: Principal | None, form_id: str, request: PublishRequest) -> FormSpec:
+    async with transaction():
+        draft = await FormVersion.select().where(FormVersion.key == _draft_key(form_id)).first()
+        if draft is None:
+            await _form_row(form_id)
+            raise Conflict("This form has no draft to publish; upload one first.", code="no_draft")
+        spec = _decode(draft["spec"], FormSpec)
+        version = request.version or spec.version
+        if not version:
+            raise BadRequest(
+                "Give a version: the form's settings sheet has none.",
+                code="version_required",
+                errors=[
+                    ErrorItem(path="$.version", code="required", message="version is required")
+                ],
+            )
+        if await FormVersion.exists().where(FormVersion.key == _version_key(form_id, version)):
+            raise Conflict(
+                f"Version {version} of {form_id} is already published; versions never change.",
+                code="version_exists",
+            )
+        latest = await _latest_published(form_id)
+        if latest is not None and not request.force:
+            changed = incompatible_type_changes(latest, spec)
+            if changed:
+                raise Conflict(
+                    "This version changes the type of existing fields; publish with force to accept.",
+                    code="incompatible_change",
+                    errors=[
+                        ErrorItem(path=p, code="type_changed", message="field type changed")
+                        for p in changed
+                    ],
+                )
+        published = with_hash(msgspec.structs.replace(spec, version=version))
+        now = _now()
+        await FormVersion.insert(
+            FormVersion(
+                key=_version_key(form_id, version),
+                form=form_id,
+                version=version,
+                status="published",
+                hash=published.hash,
+                spec=_json(published),
+                xform=draft["xform"],
+                source=draft["source"],
+                source_filename=draft["source_filename"],
+                source_kind=draft["source_kind"],
+                warnings=draft["warnings"],
+                created_by=draft["created_by"],
+                published_at=now,
+                published_by=actor.user_id if actor else None,
+            )
+        )
+        await FormVersion.delete().where(FormVersion.key == _draft_key(form_id))
+        await Form.update({Form.current_version: version, Form.updated_at: now}).where(
+            Form.form_id == form_id
+        )
+        await audit.record(
+            actor,
+            "form.publish",
+            target_type="form",
+            target_id=form_id,
+            details={"version": version, "hash": published.hash, "force": request.force},
+            actor_username="system",
+        )
+    return published
+
+
+async def publish_templates() -> list[str]:
+    """Publish the programme's forms from forms/templates on a fresh database (idempotent)."""
+    published = []
+    for path in sorted(TEMPLATES_DIR.glob("*.xlsx")):
+        imported = _template(path)
+        form_id = imported.spec.form_id
+        if await Form.exists().where(Form.form_id == form_id):
+            continue
+        await save_draft(None, imported, roles=TEMPLATE_ROLES.get(form_id, FIELD_ROLES))
+        await publish(None, form_id, PublishRequest())
+        published.append(form_id)
+    return published
+
+
+@cache
+def _template(path: Path) -> ImportedForm:
+    return import_form(path.read_bytes(), path.name)
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+async def _form_row(form_id: str) -> dict[str, Any]:
+    row = await Form.select().where(Form.form_id == form_id).first()
+    if row is None:
+        raise NotFound(f"There is no form {form_id!r}.", code="form_unknown")
+    return row
+
+
+async def _latest_published(form_id: str) -> FormSpec | None:
+    row = await (
+        FormVersion.select(FormVersion.spec)
+        .where(FormVersion.form == form_id, FormVersion.status == "published")
+        .order_by(FormVersion.id, ascending=False)
+        .first()
+    )
+    return _decode(row["spec"], FormSpec) if row else None
+
+
+def _may_read(principal: Principal, form: dict[str, Any]) -> bool:
+    return principal.role in READ_ALL_ROLES or principal.role in _decode(form["roles"], list[str])
+
+
+async def get_spec(principal: Principal | None, form_id: str, version: str) -> FormSpec:
+    """An immutable published version. Callers who may not fill the form see 404."""
+    form = await _form_row(form_id)
+    if principal is not None and not _may_read(principal, form):
+        raise NotFound(f"There is no form {form_id!r}.", code="form_unknown")
+    row = await (
+        FormVersion.select(FormVersion.spec)
+        .where(FormVersion.key == _version_key(form_id, version))
+        .first()
+    )
+    if row is None:
+        raise NotFound(
+            f"Form {form_id!r} has no published version {version!r}.", code="form_version_unknown"
+        )
+    return _decode(row["spec"], FormSpec)
+
+
+async def get_xform(principal: Principal, form_id: str, version: str) -> str:
+    await get_spec(principal, form_id, version)
+    row = await (
+        FormVersion.select(FormVersion.xform)
+        .where(FormVersion.key == _version_key(form_id, version))
+        .first()
+    )
+    assert row is not None
+    return str(row["xform"])
+
+
+async def list_for_device(principal: Principal) -> list[FormListItem]:
+    """Open forms the caller fills, each pinned to its current version; closing ones are hidden."""
+    forms = await Form.select().where(Form.state == "open", Form.current_version.is_not_null())
+    fillable = [
+        f
+        for f in forms
+        if principal.role == "admin" or principal.role in _decode(f["roles"], list[str])
+    ]
+    if not fillable:
+        return []
+    keys = [_version_key(f["form_id"], f["current_version"]) for f in fillable]
+    versions = {
+        r["key"]: r
+        for r in await FormVersion.select(
+            FormVersion.key, FormVersion.hash, FormVersion.spec
+        ).where(FormVersion.key.is_in(keys))
+    }
+    items = []
+    for form in sorted(fillable, key=lambda f: f["form_id"]):
+        form_id, version = form["form_id"], form["current_version"]
+        row = versions[_version_key(form_id, version)]
+        base = f"/api/v1/forms/{form_id}/versions/{version}"
+        items.append(
+            FormListItem(
+                form_id=form_id,
+                title=form["title"],
+                version=version,
+                hash=row["hash"],
+                state=form["state"],
+                entity_lists=entity_lists(_decode(row["spec"], FormSpec)),
+                spec_url=base,
+                xform_url=f"{base}/xform",
+            )
+        )
+    return items
+
+
+def list_etag(items: list[FormListItem]) -> str:
+    return '"' + hashlib.sha256(msgspec.json.encode(items)).hexdigest()[:32] + '"'
+
+
+async def list_versions(form_id: str) -> list[FormVersionInfo]:
+    await _form_row(form_id)
+    rows = await (
+        FormVersion.select(
+            FormVersion.version,
+            FormVersion.status,
+            FormVersion.hash,
+            FormVersion.source_filename,
+            FormVersion.source_kind,
+            FormVersion.created_at,
+            FormVersion.published_at,
+        )
+        .where(FormVersion.form == form_id)
+        .order_by(FormVersion.id)
+    )
+    return [FormVersionInfo(form_id=form_id, **row) for row in rows]
+
+
+async def form_info(form_id: str) -> FormInfo:
+    form = await _form_row(form_id)
+    has_draft = await FormVersion.exists().where(FormVersion.key == _draft_key(form_id))
+    return FormInfo(
+        form_id=form_id,
+        title=form["title"],
+        state=form["state"],
+        roles=_decode(form["roles"], list[str]),
+        current_version=form["current_version"],
+        has_draft=has_draft,
+    )
+
+
+async def list_forms() -> list[FormInfo]:
+    return [
+        await form_info(row["form_id"])
+        for row in await Form.select(Form.form_id).order_by(Form.form_id)
+    ]
+
+
+async def update_form(actor: Principal, form_id: str, update: FormUpdate) -> FormInfo:
+    await _form_row(form_id)
+    changes: dict[Any, Any] = {Form.updated_at: _now()}
+    if update.state is not None:
+        changes[Form.state] = update.state
+    if update.roles is not None:
+        changes[Form.roles] = _json(sorted(set(update.roles)))
+    async with transaction():
+        await Form.update(changes).where(Form.form_id == form_id)
+        await audit.record(
+            actor,
+            "form.update",
+            target_type="form",
+            target_id=form_id,
+            details=msgspec.to_builtins(update),
+        )
+    return await form_info(form_id)
+
+
+async def diff_versions(form_id: str, a: str, b: str) -> FormDiff:
+    return diff_specs(await get_spec(None, form_id, a), await get_spec(None, form_id, b))
+
+
+# ---- validation (the sync core calls accepting_spec + validate) --------------------------------
+
+
+async def accepting_spec(form_id: str, version: str) -> FormSpec:
+    """The exact version a submission names, refusing closed forms."""
+    form = await _form_row(form_id)
+    if form["state"] == "closed":
+        raise Conflict(
+            f"Form {form_id!r} is closed and takes no new submissions.", code="form_closed"
+        )
+    return await get_spec(None, form_id, version)
+
+
+async def validate(
+    form_id: str, version: str, data: dict[str, Any], *, language: str = "vi"
+) -> ValidationResult:
+    spec = await get_spec(None, form_id, version)
+    return validate_submission(spec, data, now=_now(), language=language)

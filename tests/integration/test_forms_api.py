@@ -1,0 +1,267 @@
+"""Forms over HTTP on both databases: upload, publish, versions, device lists, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.db.tables_forms import Form, FormVersion
+from tests.helpers import Api, assert_problem, unique
+from tests.unit.forms.xlsforms import q, xlsform
+
+pytestmark = pytest.mark.db
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def visit_form(form_id: str, version: str = "1", *, age_type: str = "integer") -> bytes:
+    return xlsform(
+        [
+            q(
+                "text",
+                "ward_code",
+                "Mã phường",
+                required="yes",
+                constraint="regex(., '^[0-9]{5}$')",
+            ),
+            q(
+                age_type,
+                "age",
+                "Tuổi",
+                constraint=". >= 0 and . <= 120",
+                constraint_message="Tuổi 0-120",
+            ),
+            q("select_one yn", "consent", "Đồng ý", required="yes"),
+            q("text", "reason", "Lý do", relevant="${consent} = 'no'", required="yes"),
+        ],
+        [("yn", "yes", "Có"), ("yn", "no", "Không")],
+        form_id=form_id,
+        version=version,
+    )
+
+
+async def upload(api: Api, content: bytes, filename: str = "form.xlsx"):
+    return await api.http.post(
+        "/api/v1/forms", files={"file": (filename, content, XLSX)}, headers=api.admin.headers
+    )
+
+
+async def publish(api: Api, form_id: str, **body: object):
+    return await api.http.post(
+        f"/api/v1/forms/{form_id}/publish", json=body, headers=api.admin.headers
+    )
+
+
+async def test_upload_publish_and_download_pinned_versions(api: Api) -> None:
+    form_id = unique("visit_")
+    draft = await upload(api, visit_form(form_id))
+    assert draft.status_code == 201, draft.text
+    body = draft.json()
+    assert body["form_id"] == form_id
+    assert [f["name"] for f in body["draft"]["fields"]][:4] == [
+        "ward_code",
+        "age",
+        "consent",
+        "reason",
+    ]
+    published = await publish(api, form_id)
+    assert published.status_code == 201, published.text
+    spec = published.json()
+    assert spec["version"] == "1" and len(spec["hash"]) == 64
+
+    again = await api.http.get(f"/api/v1/forms/{form_id}/versions/1", headers=api.admin.headers)
+    assert again.json() == spec
+    assert again.headers["etag"] == f'"{spec["hash"]}"'
+    assert "immutable" in again.headers["cache-control"]
+    cached = await api.http.get(
+        f"/api/v1/forms/{form_id}/versions/1",
+        headers={**api.admin.headers, "If-None-Match": again.headers["etag"]},
+    )
+    assert cached.status_code == 304
+    xform = await api.http.get(
+        f"/api/v1/forms/{form_id}/versions/1/xform", headers=api.admin.headers
+    )
+    assert xform.status_code == 200 and "<h:html" in xform.text
+    assert xform.headers["content-type"].startswith("application/xml")
+
+    # Publishing the same version again is refused; version 1 stays as it was.
+    await upload(api, visit_form(form_id))
+    assert_problem(await publish(api, form_id), 409, "version_exists")
+    assert (await publish(api, form_id, version="2")).status_code == 201
+    versions = (
+        await api.http.get(f"/api/v1/forms/{form_id}/versions", headers=api.admin.headers)
+    ).json()
+    assert [(v["version"], v["status"]) for v in versions] == [
+        ("1", "published"),
+        ("2", "published"),
+    ]
+    still = await api.http.get(f"/api/v1/forms/{form_id}/versions/1", headers=api.admin.headers)
+    assert still.json()["hash"] == spec["hash"]
+
+
+async def test_type_change_needs_force_and_diff_names_it(api: Api) -> None:
+    form_id = unique("typed_")
+    await upload(api, visit_form(form_id, "1"))
+    await publish(api, form_id)
+    await upload(api, visit_form(form_id, "2", age_type="date"))
+    refused = assert_problem(await publish(api, form_id), 409, "incompatible_change")
+    assert refused["errors"][0]["path"] == "/data/age"
+    assert (await publish(api, form_id, force=True)).status_code == 201
+    diff = (
+        await api.http.get(f"/api/v1/forms/{form_id}/versions/1/diff/2", headers=api.admin.headers)
+    ).json()
+    assert diff["type_changed"] == [{"path": "/data/age", "before": "integer", "after": "date"}]
+
+
+async def test_device_list_is_role_filtered_with_etag(api: Api) -> None:
+    inspector = await api.user_session("inspector")
+    trainer = await api.user_session("trainer")
+    listed = await api.http.get("/api/v1/forms", headers=inspector.headers)
+    ids = {f["form_id"] for f in listed.json()}
+    assert {"inspection", "tip_intake"} <= ids and "training_session" not in ids
+    item = next(f for f in listed.json() if f["form_id"] == "inspection")
+    assert item["spec_url"] == f"/api/v1/forms/inspection/versions/{item['version']}"
+    assert item["entity_lists"] == ["establishments"]
+    assert "training_session" in {
+        f["form_id"] for f in (await api.http.get("/api/v1/forms", headers=trainer.headers)).json()
+    }
+    cached = await api.http.get(
+        "/api/v1/forms", headers={**inspector.headers, "If-None-Match": listed.headers["etag"]}
+    )
+    assert cached.status_code == 304
+    # A trainer may not download the inspection form.
+    denied = await api.http.get(item["spec_url"], headers=trainer.headers)
+    assert_problem(denied, 404, "form_unknown")
+
+
+async def test_closing_hides_and_closed_refuses(api: Api) -> None:
+    form_id = unique("closing_")
+    await upload(api, visit_form(form_id))
+    await publish(api, form_id)
+    patch = await api.http.patch(
+        f"/api/v1/forms/{form_id}", json={"state": "closing"}, headers=api.admin.headers
+    )
+    assert patch.json()["state"] == "closing"
+    assert form_id not in {
+        f["form_id"]
+        for f in (await api.http.get("/api/v1/forms", headers=api.admin.headers)).json()
+    }
+    from server.services.forms import accepting_spec
+
+    assert (await accepting_spec(form_id, "1")).form_id == form_id
+    await api.http.patch(
+        f"/api/v1/forms/{form_id}", json={"state": "closed"}, headers=api.admin.headers
+    )
+    from server.errors import Conflict
+
+    with pytest.raises(Conflict) as refused:
+        await accepting_spec(form_id, "1")
+    assert refused.value.instance_code == "form_closed"
+    assert_problem(
+        await api.http.patch(
+            f"/api/v1/forms/{form_id}", json={"state": "gone"}, headers=api.admin.headers
+        ),
+        400,
+        "validation_failed",
+    )
+
+
+async def test_validate_endpoint(api: Api) -> None:
+    form_id = unique("val_")
+    await upload(api, visit_form(form_id))
+    await publish(api, form_id)
+    url = f"/api/v1/forms/{form_id}/versions/1/validate"
+    good = await api.http.post(
+        url,
+        json={"data": {"ward_code": "00070", "age": 30, "consent": "yes"}},
+        headers=api.admin.headers,
+    )
+    assert good.status_code == 200 and good.json()["valid"] is True, good.text
+    bad = await api.http.post(
+        url,
+        json={"data": {"ward_code": "00070", "age": 130, "consent": "no"}},
+        headers=api.admin.headers,
+    )
+    result = bad.json()
+    assert result["valid"] is False
+    by_path = {e["path"]: e for e in result["errors"]}
+    assert by_path["/data/age"]["message"] == "Tuổi 0-120"
+    assert "/data/reason" in by_path  # required because consent = 'no' made it relevant
+    unknown = await api.http.post(
+        f"/api/v1/forms/{form_id}/versions/9/validate", json={"data": {}}, headers=api.admin.headers
+    )
+    assert_problem(unknown, 404, "form_version_unknown")
+    assert_problem(
+        await api.http.post(
+            "/api/v1/forms/nope/versions/1/validate", json={"data": {}}, headers=api.admin.headers
+        ),
+        404,
+        "form_unknown",
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "filename", "status", "code"),
+    [
+        (b"this is not a spreadsheet", "form.xlsx", 400, "xlsform_invalid"),
+        (
+            xlsform([q("text", "a", "A")], sheet_name="questions"),
+            "form.xlsx",
+            400,
+            "xlsform_invalid",
+        ),
+        (
+            xlsform([q("text", "a", "A"), q("integer", "a", "A again")]),
+            "form.xlsx",
+            400,
+            "xlsform_invalid",
+        ),
+        (xlsform([q("select_one missing", "a", "A")]), "form.xlsx", 400, "xlsform_invalid"),
+        (
+            xlsform([q("integer", "a", "A", constraint=". >> 3 (")]),
+            "form.xlsx",
+            400,
+            "xlsform_invalid",
+        ),
+        (b"x" * (20 * 1024 * 1024), "big.xlsx", 413, "payload_too_large"),
+    ],
+    ids=["not-xlsx", "no-survey", "duplicate-name", "missing-choices", "bad-expression", "20MB"],
+)
+async def test_bad_uploads_are_clear_and_store_nothing(
+    api: Api, content: bytes, filename: str, status: int, code: str
+) -> None:
+    forms_before, versions_before = await Form.count(), await FormVersion.count()
+    problem = assert_problem(await upload(api, content, filename), status, code)
+    if status == 400:
+        assert problem["errors"], problem
+        assert all(e["message"] for e in problem["errors"])
+    assert (await Form.count(), await FormVersion.count()) == (forms_before, versions_before)
+
+
+async def test_duplicate_name_error_names_sheet_and_row(api: Api) -> None:
+    problem = (
+        await upload(api, xlsform([q("text", "a", "A"), q("integer", "a", "A again")]))
+    ).json()
+    assert any(e["path"].startswith("survey/") for e in problem["errors"]), problem
+
+
+async def test_publish_without_draft_and_non_admin(api: Api) -> None:
+    assert_problem(await publish(api, "inspection"), 409, "no_draft")
+    assert_problem(await publish(api, "no_such_form"), 404, "form_unknown")
+    worker = await api.user_session("inspector")
+    refused = await api.http.post(
+        "/api/v1/forms", files={"file": ("f.xlsx", b"x", XLSX)}, headers=worker.headers
+    )
+    assert_problem(refused, 403, "role_forbidden")
+
+
+async def test_programme_forms_are_published_on_a_fresh_database(api: Api) -> None:
+    forms = (await api.http.get("/api/v1/forms/admin", headers=api.admin.headers)).json()
+    ids = {f["form_id"] for f in forms if f["current_version"]}
+    assert {
+        "inspection",
+        "training_session",
+        "training_attendance",
+        "outreach_contact",
+        "communication_event",
+        "tip_intake",
+    } <= ids

@@ -1,0 +1,186 @@
+"""The programme's XLSForm templates: each parses, and sample submissions behave as expected."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forms.spec import fields_by_name, sensitive_paths
+from forms.templates import build
+from forms.validation import validate_submission
+from forms.xlsform import import_xlsform
+
+TEMPLATES = Path(build.__file__).parent
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+VALID: dict[str, dict[str, Any]] = {
+    "inspection": {
+        "ward_code": "00004",
+        "est_name": "Karaoke Hoa Mai",
+        "kind": "karaoke",
+        "address": "12 Phố Huế",
+        "risk_class": "high",
+        "managed": "yes",
+        "inspection_date": "2026-02-20",
+        "result": "violation_found",
+        "violations": ["no_licence", "opening_hours"],
+        "location": "21.01 105.85",
+    },
+    "training_session": {
+        "ward_code": "00004",
+        "session_date": "2026-02-10",
+        "level": "ward",
+        "topic": "Luật",
+        "trainer": "Nguyễn Văn A",
+        "participants": 30,
+    },
+    "training_attendance": {
+        "ward_code": "00004",
+        "staff_id": "CB0012",
+        "full_name": "Trần Thị B",
+        "level": "city",
+        "unit": "Sở Y tế",
+        "trained": "yes",
+        "attendance_date": "2026-02-10",
+    },
+    "outreach_contact": {
+        "ward_code": "00004",
+        "client_code": "HN001234",
+        "contact_date": "2026-02-11",
+        "contact_place": "venue",
+        "consent": "yes",
+        "screening": {"needs": "sti_testing legal_aid", "eligible": "yes"},
+        "services": [{"service_type": "sti_testing", "service_date": "2026-02-11"}],
+        "referrals": [{"referred_to": "legal_aid_centre", "referral_outcome": "pending"}],
+        "case_status": "open",
+    },
+    "communication_event": {
+        "ward_code": "00004",
+        "event_date": "2026-02-01",
+        "channel": "meeting",
+        "topic": "Phòng chống",
+        "audience_group": ["residents", "youth"],
+        "head_count": 120,
+    },
+    "tip_intake": {
+        "ward_code": "00004",
+        "tip_kind": "report",
+        "source_channel": "hotline",
+        "summary": "…",
+        "status": "verified",
+        "received_at": "2026-02-01T08:00:00+07:00",
+        "verified_at": "2026-02-02T10:00:00+07:00",
+    },
+}
+# One wrong thing per form, and where the error must point.
+INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
+    "inspection": ({"kind": "casino"}, "/data/kind", "unknown_choice"),
+    "training_session": ({"level": None}, "/data/level", "required"),
+    "training_attendance": (
+        {"attendance_date": "10/02/2026"},
+        "/data/attendance_date",
+        "wrong_type",
+    ),
+    "outreach_contact": (
+        {
+            "services": [
+                {"service_type": "loan", "service_date": "2026-02-11"},
+                {"service_type": "x", "service_date": "2026-02-12"},
+            ]
+        },
+        "/data/services[2]/service_type",
+        "unknown_choice",
+    ),
+    "communication_event": ({"head_count": "many"}, "/data/head_count", "wrong_type"),
+    "tip_intake": ({"verified_at": None}, "/data/verified_at", "required"),
+}
+
+
+def load(name: str):  # type: ignore[no-untyped-def]
+    return import_xlsform((TEMPLATES / f"{name}.xlsx").read_bytes(), f"{name}.xlsx")
+
+
+def test_the_checked_in_templates_match_build_py() -> None:
+    for name, make in build.TEMPLATES.items():
+        from_file = load(name).spec
+        from_code = import_xlsform(build.workbook_bytes(make()), f"{name}.xlsx").spec
+        assert from_file.hash == from_code.hash, (
+            f"{name}.xlsx is stale: run python -m forms.templates.build"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(build.TEMPLATES))
+def test_template_parses_with_ward_code_and_both_languages(name: str) -> None:
+    imported = load(name)
+    spec = imported.spec
+    assert spec.form_id == name and spec.version == build.VERSION
+    assert spec.languages == ["vi", "en"]
+    fields = fields_by_name(spec)
+    assert fields["ward_code"].required is True
+    for field in fields.values():
+        if field.type not in ("calculate",) and field.path.split("/")[2] != "meta":
+            assert set(field.labels) == {"vi", "en"}, field.path
+
+
+@pytest.mark.parametrize("name", sorted(build.TEMPLATES))
+def test_template_valid_sample_is_accepted(name: str) -> None:
+    result = validate_submission(load(name).spec, VALID[name], now=NOW)
+    assert result.errors == []
+
+
+@pytest.mark.parametrize("name", sorted(build.TEMPLATES))
+def test_template_invalid_sample_is_rejected_at_the_field(name: str) -> None:
+    change, path, code = INVALID[name]
+    data = {**VALID[name], **change}
+    result = validate_submission(load(name).spec, data, now=NOW)
+    assert [(e.path, e.code) for e in result.errors] == [(path, code)]
+
+
+def test_bad_ward_code_is_refused_with_the_form_message() -> None:
+    data = {**VALID["communication_event"], "ward_code": "Ba Đình"}
+    result = validate_submission(load("communication_event").spec, data, now=NOW, language="en")
+    assert [(e.path, e.message) for e in result.errors] == [
+        ("/data/ward_code", "A ward code has 5 digits.")
+    ]
+
+
+def test_entity_lists_and_sensitive_fields() -> None:
+    lists = {name: [b.list_name for b in load(name).spec.entities] for name in build.TEMPLATES}
+    assert lists == {
+        "inspection": ["establishments"],
+        "training_session": [],
+        "training_attendance": ["trainees"],
+        "outreach_contact": ["cases"],
+        "communication_event": [],
+        "tip_intake": ["tips"],
+    }
+    establishments = load("inspection").spec.entities[0].properties
+    assert set(establishments) >= {
+        "business_name",
+        "kind",
+        "address",
+        "ward_code",
+        "risk_class",
+        "managed",
+        "last_inspection_date",
+        "result",
+        "violations",
+    }
+    outreach = load("outreach_contact").spec
+    assert "/data/client_code" in sensitive_paths(outreach)
+    assert not any(
+        "name" in f.name for f in fields_by_name(outreach).values()
+    )  # codes, never names
+    kinds = [c.name for c in fields_by_name(load("inspection").spec)["kind"].choices]
+    assert kinds == ["karaoke", "massage", "hotel_guesthouse", "bar", "other"]
+    statuses = [c.name for c in fields_by_name(load("tip_intake").spec)["status"].choices]
+    assert statuses == ["received", "verified", "classified", "handled"]
+
+
+def test_outreach_client_code_that_looks_like_a_name_is_refused() -> None:
+    data = {**VALID["outreach_contact"], "client_code": "Nguyen Thi Hoa"}
+    result = validate_submission(load("outreach_contact").spec, data, now=NOW)
+    assert [(e.path, e.code) for e in result.errors] == [("/data/client_code", "constraint")]
