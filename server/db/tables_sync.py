@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piccolo.columns import JSON, BigInt, BigSerial, Timestamptz, Varchar
+from piccolo.columns import JSON, BigInt, BigSerial, Boolean, Integer, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
@@ -39,4 +39,94 @@ class SubmissionAttachment(Table, tablename="submission_attachment"):
     ward_code = Varchar(length=5, index=True)
 
 
-SYNC_TABLES: list[type[Table]] = [Submission, SubmissionAttachment]
+class DeviceSync(Table, tablename="device_sync"):
+    """Per-device sync state. Its row is locked for the length of a push, so one device's pushes
+    are serialised; `scope_*` is what the device was last given, to evict or back-fill on change."""
+
+    device_id = Varchar(length=36, primary_key=True)
+    user_id = Varchar(length=36)
+    last_op_seq = BigInt(default=0)
+    scope_fingerprint = Varchar(length=64, default="")
+    scope_wards = JSON(default=[])
+    scope_lists = JSON(default=[])
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class OpLedger(Table, tablename="op_ledger"):
+    """Every applied op and its stored result, written in the op's own transaction (exactly-once)."""
+
+    id = BigSerial(primary_key=True)
+    key = Varchar(length=60, unique=True)  # "<device_id>:<op_seq>"
+    device_id = Varchar(length=36, index=True)
+    op_seq = BigInt()
+    op_id = Varchar(length=36)
+    kind = Varchar(length=12)
+    status = Varchar(length=10)
+    # Highest change-log position this op produced: pull's acked_through compares cursors with it.
+    max_position = BigInt(default=0, index=True)
+    result = JSON()
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class EntityListRow(Table, tablename="entity_list"):
+    """Declared entity lists: the programme's own (in code) and those forms declare."""
+
+    name = Varchar(length=63, primary_key=True)
+    definition = JSON()
+    declared_by = Varchar(length=64, default="")  # "programme" or the form_id that declared it
+
+
+class Entity(Table, tablename="entity"):
+    entity_id = Varchar(length=36, primary_key=True)
+    list = Varchar(length=63, index=True)
+    ward_code = Varchar(length=5, index=True)
+    version = Integer(default=1)
+    deleted = Boolean(default=False)
+    natural_key = Varchar(length=500, null=True, default=None, index=True)
+    # EntityState (sync/merge.py), minus the columns above, as one JSON document.
+    state = JSON()
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class ConflictRow(Table, tablename="conflict"):
+    id = Varchar(length=36, primary_key=True)
+    list = Varchar(length=63, index=True)
+    entity_id = Varchar(length=36, index=True)
+    ward_code = Varchar(length=5, index=True)
+    property = Varchar(length=64, null=True, default=None)
+    kind = Varchar(length=24)
+    status = Varchar(length=16, index=True)
+    seen_version = Integer(default=0)
+    version = Integer(default=1)  # bumps on resolution, so pulls carry the newer record
+    base = JSON(default="null")
+    candidates = JSON(default=[])
+    chosen = JSON(default="null")
+    resolved_by = Varchar(length=36, null=True, default=None)
+    resolved_at = Timestamptz(null=True, default=None)
+    resolution_id = Varchar(length=36, null=True, default=None, unique=True)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class ChangeLog(Table, tablename="change_log"):
+    """One row per record (the latest change wins its row): positions are handed out in commit order,
+    so a cursor never skips a change. Pull reads `position > cursor` within the caller's scope."""
+
+    position = BigSerial(primary_key=True)
+    record_key = Varchar(length=120, unique=True)  # "entity:<id>" | "conflict:<id>" | "form:<id>"
+    kind = Varchar(length=10)
+    record_id = Varchar(length=64)
+    list = Varchar(length=63, default="")
+    ward_code = Varchar(length=5, default="", index=True)
+    committed_at = Timestamptz(default=TimestamptzNow())
+
+
+SYNC_TABLES: list[type[Table]] = [
+    Submission,
+    SubmissionAttachment,
+    DeviceSync,
+    OpLedger,
+    EntityListRow,
+    Entity,
+    ConflictRow,
+    ChangeLog,
+]
