@@ -68,7 +68,7 @@ class OpLedger(Table, tablename="op_ledger"):
     created_at = Timestamptz(default=TimestamptzNow())
 
 
-class EntityListRow(Table, tablename="entity_list"):
+class EntityListRow(Table, tablename="entity_list_def"):
     """Declared entity lists: the programme's own (in code) and those forms declare."""
 
     name = Varchar(length=63, primary_key=True)

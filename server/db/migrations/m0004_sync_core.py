@@ -11,7 +11,7 @@ from piccolo.columns.indexes import IndexMethod
 
 ID = "2026-11-29T05:27:21:790074"
 VERSION = "1.38.0"
-DESCRIPTION = "True"
+DESCRIPTION = "sync core: device state, op ledger, entity lists, entities, conflicts, change log"
 
 
 async def forwards():
@@ -29,7 +29,7 @@ async def forwards():
 
     manager.add_table(
         class_name="EntityListRow",
-        tablename="entity_list",
+        tablename="entity_list_def",
         schema=None,
         columns=None,
     )
@@ -416,7 +416,7 @@ async def forwards():
 
     manager.add_column(
         table_class_name="EntityListRow",
-        tablename="entity_list",
+        tablename="entity_list_def",
         column_name="name",
         db_column_name="name",
         column_class_name="Varchar",
@@ -438,7 +438,7 @@ async def forwards():
 
     manager.add_column(
         table_class_name="EntityListRow",
-        tablename="entity_list",
+        tablename="entity_list_def",
         column_name="definition",
         db_column_name="definition",
         column_class_name="JSON",
@@ -459,7 +459,7 @@ async def forwards():
 
     manager.add_column(
         table_class_name="EntityListRow",
-        tablename="entity_list",
+        tablename="entity_list_def",
         column_name="declared_by",
         db_column_name="declared_by",
         column_class_name="Varchar",

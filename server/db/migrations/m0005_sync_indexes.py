@@ -16,7 +16,7 @@ async def forwards():
             "CREATE INDEX IF NOT EXISTS change_log_ward_position ON change_log (ward_code, position)",
             "CREATE INDEX IF NOT EXISTS change_log_kind_position ON change_log (kind, position)",
             "CREATE INDEX IF NOT EXISTS op_ledger_device_position ON op_ledger (device_id, max_position)",
-            "CREATE INDEX IF NOT EXISTS entity_list_ward ON entity (list, ward_code, entity_id)",
+            "CREATE INDEX IF NOT EXISTS entity_scope ON entity (list, ward_code, entity_id)",
             "CREATE INDEX IF NOT EXISTS submission_attachment_sha_ward ON submission_attachment (sha256, ward_code)",
         ):
             await db.run_ddl(ddl)
