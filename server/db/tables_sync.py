@@ -10,7 +10,9 @@ from piccolo.table import Table
 class Submission(Table, tablename="submission"):
     """An immutable submission event; edits are new instances naming the one they deprecate."""
 
-    instance_id = Varchar(length=64, primary_key=True)
+    id = Varchar(length=36, primary_key=True)  # the op_id that carried it
+    # Unique among accepted submissions (enforced by push); a rejected reuse is kept beside it.
+    instance_id = Varchar(length=64, index=True)
     form_id = Varchar(length=64, index=True)
     form_version = Varchar(length=64)
     status = Varchar(length=10)  # accepted | rejected (rejected data is kept, never dropped)

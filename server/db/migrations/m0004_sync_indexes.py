@@ -1,7 +1,7 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
-ID = "2026-11-29T05:27:22:000000"
+ID = "2026-11-29T05:28:48:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "composite indexes: pull reads by scope after a position; acked_through by device"
 
