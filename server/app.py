@@ -16,6 +16,8 @@ from server.api.auth import AuthController
 from server.api.deps import DEPENDENCIES
 from server.api.forms import FormController
 from server.api.health import HealthController
+from server.api.sync import ConflictController, SyncController
+from server.api.uploads import BlobController, UploadController
 from server.api.wards import WardController
 from server.blobstores import S3Options, open_blob_store
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
@@ -71,6 +73,10 @@ def create_app(
             AuditController,
             WardController,
             FormController,
+            SyncController,
+            ConflictController,
+            UploadController,
+            BlobController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -16,7 +16,7 @@ import itertools
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
-from minio.datatypes import Object
+from minio.datatypes import Object, Part
 from minio.error import MinioException, S3Error, ServerError
 
 from sync.blobs import (
@@ -38,9 +38,11 @@ from sync.blobs import (
     BlobStore,
     BlobStoreError,
     BlobStoreUnavailable,
+    StagedPart,
     deduplicated_info,
     resolve_range,
     validate_key,
+    validate_staging_id,
     verify_received,
 )
 
@@ -48,6 +50,9 @@ from sync.blobs import (
 PART_SIZE = 5 * 1024 * 1024
 BLOB_PREFIX = "blobs/"
 STAGING_PREFIX = "staging/"
+# Resumable uploads: `uploads/<staging id>` is a multipart upload, `uploads/<staging id>.tail` the
+# bytes not yet filling a part. The handle is "<staging id>/<multipart upload id>".
+UPLOADS_PREFIX = "uploads/"
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 
 T = TypeVar("T")
@@ -268,6 +273,131 @@ class S3BlobStore(BlobStore):
             expires=expires,
             response_headers=headers,
         )
+
+    # --- staged (resumable) uploads -------------------------------------------------------------
+
+    def _split_handle(self, handle: str) -> tuple[str, str]:
+        staging_id, _, multipart_id = handle.partition("/")
+        validate_staging_id(staging_id)
+        if not multipart_id:
+            raise BlobStoreError(f"not an S3 staging handle: {handle!r}")
+        return UPLOADS_PREFIX + staging_id, multipart_id
+
+    async def begin_staging(self, staging_id: str, *, content_type: str | None = None) -> str:
+        key = UPLOADS_PREFIX + validate_staging_id(staging_id)
+        headers = {"Content-Type": content_type or DEFAULT_CONTENT_TYPE}
+        multipart_id = await self._call(
+            self._client._create_multipart_upload, self.bucket, key, headers
+        )
+        return f"{staging_id}/{multipart_id}"
+
+    async def stage_part(self, handle: str, number: int, data: bytes) -> StagedPart:
+        key, multipart_id = self._split_handle(handle)
+        etag = await self._call(
+            self._client._upload_part, self.bucket, key, data, None, multipart_id, number
+        )
+        return StagedPart(number=number, size=len(data), etag=etag)
+
+    async def stage_tail(self, handle: str, data: bytes) -> None:
+        key, _ = self._split_handle(handle)
+        await self._call(self._client._put_object, self.bucket, key + ".tail", data)
+
+    async def read_tail(self, handle: str, size: int) -> bytes:
+        if size == 0:
+            return b""
+        key, _ = self._split_handle(handle)
+
+        def fetch() -> bytes:
+            response = self._client.get_object(self.bucket, key + ".tail", offset=0, length=size)
+            try:
+                return bytes(response.read())
+            finally:
+                _release(response)
+
+        try:
+            data = await self._call(fetch)
+        except S3RequestFailed as exc:
+            if exc.s3_code in _NOT_FOUND_CODES:
+                raise BlobNotFound(f"staged tail of {handle} is missing") from exc
+            raise
+        if len(data) < size:
+            raise BlobNotFound(f"staged tail of {handle} has {len(data)} bytes, expected {size}")
+        return data
+
+    async def publish_staged(
+        self,
+        handle: str,
+        parts: Sequence[StagedPart],
+        *,
+        sha256: str,
+        content_type: str | None = None,
+        digest: str | None = None,
+    ) -> BlobInfo:
+        validate_key(sha256)
+        key, multipart_id = self._split_handle(handle)
+        size = sum(part.size for part in parts)
+        s3_parts = [Part(part.number, part.etag) for part in parts]
+        try:
+            existing = await self.stat(sha256)
+            if existing is not None:
+                return existing
+            # A multipart upload completes only under the key it was created for: assemble it
+            # privately, verify (hashing it back unless the caller hashed it while streaming),
+            # then copy it server-side under the public key.
+            await self._complete(key, multipart_id, s3_parts)
+            verify_received(sha256, digest or await self._hash_object(key), size, size)
+            await self._call(
+                self._client.copy_object,
+                self.bucket,
+                BLOB_PREFIX + sha256,
+                CopySource(self.bucket, key),
+            )
+            return BlobInfo(sha256, size, content_type or DEFAULT_CONTENT_TYPE)
+        finally:
+            await self.discard_staged(handle)
+
+    async def _complete(self, key: str, multipart_id: str, parts: list[Part]) -> None:
+        if not parts:  # S3 refuses an empty multipart upload; an empty blob is a plain put
+            await self._call(self._client._put_object, self.bucket, key, b"")
+            return
+        await self._call(
+            self._client._complete_multipart_upload, self.bucket, key, multipart_id, parts
+        )
+
+    async def _hash_object(self, key: str) -> str:
+        response = await self._call(self._client.get_object, self.bucket, key)
+        hasher = hashlib.sha256()
+        try:
+            stream = response.stream(CHUNK_SIZE)
+            while (chunk := await self._call(next, stream, None)) is not None:
+                hasher.update(chunk)
+        finally:
+            await asyncio.to_thread(_release, response)
+        return hasher.hexdigest()
+
+    async def discard_staged(self, handle: str) -> None:
+        key, multipart_id = self._split_handle(handle)
+        for call, args in (
+            (self._client._abort_multipart_upload, (self.bucket, key, multipart_id)),
+            (self._client.remove_object, (self.bucket, key)),
+            (self._client.remove_object, (self.bucket, key + ".tail")),
+        ):
+            try:
+                await self._call(call, *args)
+            except S3RequestFailed as exc:
+                if exc.s3_code not in _NOT_FOUND_CODES | {"NoSuchUpload"}:
+                    raise
+
+    async def staging_handles(self) -> AsyncIterator[str]:
+        handles: set[str] = set()
+        uploads = await self._call(
+            self._client._list_multipart_uploads, self.bucket, prefix=UPLOADS_PREFIX
+        )
+        for upload in uploads.uploads:
+            staging_id = (upload.object_name or "").removeprefix(UPLOADS_PREFIX)
+            handles.add(f"{staging_id}/{upload.upload_id}")
+        for handle in sorted(handles):
+            yield handle
 
 
 class _ChunkReader:

@@ -45,6 +45,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--password", help="default: FIELDSYNC_NEW_USER_PASSWORD, else asked on the terminal"
     )
 
+    gc = sub.add_parser(
+        "gc-blobs",
+        help="remove attachments no submission references, and abandoned uploads",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    gc.add_argument(
+        "--grace-hours",
+        type=float,
+        default=72.0,
+        help="keep unreferenced blobs younger than this (default 72: devices push files first)",
+    )
+
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -54,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(settings, _migrate)
         if args.command == "seed-wards":
             return _run(settings, _seed_wards)
+        if args.command == "gc-blobs":
+            return _run(settings, lambda s: _gc_blobs(s, args))
         if args.command == "create-user":
             return _run(settings, lambda s: _create_user(s, args))
     except SettingsError as exc:
@@ -132,6 +146,31 @@ async def _create_user(settings: Settings, args: Any) -> int:
         return 1
     user = await identity.create_user(None, data)
     print(f"fieldsync: created {user.role} {user.username} ({user.id})")
+    return 0
+
+
+async def _gc_blobs(settings: Settings, args: Any) -> int:
+    from datetime import timedelta
+
+    from server.app import blob_store_from_settings
+    from server.services.blobs import collect_garbage
+
+    store = blob_store_from_settings(settings)
+    await store.ensure_ready()
+    report = await collect_garbage(
+        store, grace=timedelta(hours=args.grace_hours), dry_run=args.dry_run
+    )
+    verb = "would remove" if args.dry_run else "removed"
+    for kind, items in (
+        ("blob", report.blobs),
+        ("upload", report.uploads),
+        ("staging", report.staging),
+        ("stray object", report.stray_objects),
+    ):
+        for item in items:
+            print(f"fieldsync: {verb} {kind} {item}")
+    total = len(report.blobs) + len(report.uploads) + len(report.staging)
+    print(f"fieldsync: gc-blobs {verb} {total + len(report.stray_objects)} item(s)")
     return 0
 
 

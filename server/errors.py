@@ -117,6 +117,10 @@ _PURE_ERROR_STATUS: dict[str, int] = {
     "CursorInvalid": 400,
     "CursorWrongDevice": 400,
     "FormImportError": 400,
+    "ConflictStale": 409,
+    "ResolutionInvalid": 400,
+    "ClockSkew": 400,
+    "HLCInvalid": 400,
 }
 
 _STATUS_CODES = {

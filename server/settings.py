@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     admin_username: str = "admin"
     admin_password: str = ""
     db_pool_size: PositiveInt = 10
+    log_retention_days: PositiveInt = 90
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -13,7 +13,8 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,10 @@ CHUNK_SIZE = 1024 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# Every staged part but the last has exactly this size: S3's minimum multipart part size.
+STAGING_PART_SIZE = 5 * 1024 * 1024
+# Staging ids are chosen by the caller (an upload id); this guards the local store against paths.
+_STAGING_ID = re.compile(r"[0-9a-zA-Z_-]{8,64}")
 
 
 class BlobStoreError(Exception):
@@ -60,6 +65,15 @@ class BlobRangeInvalid(BlobStoreError, ValueError):
 
 
 @dataclass(frozen=True)
+class StagedPart:
+    """One part of a resumable upload, stored but not yet readable."""
+
+    number: int  # 1-based, consecutive
+    size: int
+    etag: str  # S3's part ETag; empty for the local store
+
+
+@dataclass(frozen=True)
 class BlobInfo:
     sha256: str
     size: int
@@ -71,6 +85,12 @@ def validate_key(sha256: str) -> str:
     if not isinstance(sha256, str) or not _SHA256_HEX.fullmatch(sha256):
         raise BlobKeyInvalid(f"blob key must be 64 lowercase hex characters, got {sha256!r}")
     return sha256
+
+
+def validate_staging_id(staging_id: str) -> str:
+    if not isinstance(staging_id, str) or not _STAGING_ID.fullmatch(staging_id):
+        raise BlobKeyInvalid(f"staging id must be 8-64 url-safe characters, got {staging_id!r}")
+    return staging_id
 
 
 def resolve_range(size: int, offset: int, length: int | None) -> int:
@@ -146,14 +166,64 @@ class BlobStore(abc.ABC):
     ) -> str | None:
         """A time-limited URL devices can fetch directly, or None if the server must stream."""
 
+    # Staged (resumable) uploads. A staging area, named by the caller, collects numbered parts
+    # across requests and restarts; nothing in it is readable until `publish_staged` verified it.
+    # Every part but the last is exactly STAGING_PART_SIZE bytes; bytes that do not yet fill a
+    # part wait in the staging area's one "tail" (rewritten whole, so it stays under a part).
+    # The caller records which parts and how much tail are committed (the database does).
+
+    @abc.abstractmethod
+    async def begin_staging(self, staging_id: str, *, content_type: str | None = None) -> str:
+        """Open a staging area; return the store's handle for it (to keep with the upload)."""
+
+    @abc.abstractmethod
+    async def stage_part(self, handle: str, number: int, data: bytes) -> StagedPart:
+        """Store part `number` (re-staging a number replaces it)."""
+
+    @abc.abstractmethod
+    async def stage_tail(self, handle: str, data: bytes) -> None:
+        """Replace the staging area's tail with `data` (shorter than a part)."""
+
+    @abc.abstractmethod
+    async def read_tail(self, handle: str, size: int) -> bytes:
+        """The first `size` bytes of the tail (b"" if size is 0)."""
+
+    @abc.abstractmethod
+    async def publish_staged(
+        self,
+        handle: str,
+        parts: Sequence[StagedPart],
+        *,
+        sha256: str,
+        content_type: str | None = None,
+        digest: str | None = None,
+    ) -> BlobInfo:
+        """Make the parts, in order, readable as blob `sha256`, then discard the staging area.
+
+        `digest` is the sha256 the caller computed while the bytes streamed; without it the store
+        reads the staged bytes back to hash them. A mismatch raises BlobHashMismatch and discards
+        the staging area, so nothing becomes readable. An existing blob wins (dedupe).
+        """
+
+    @abc.abstractmethod
+    async def discard_staged(self, handle: str) -> None:
+        """Remove everything staged under `handle`; discarding twice is not an error."""
+
+    @abc.abstractmethod
+    def staging_handles(self) -> AsyncIterator[str]:
+        """Handles of every staging area present (garbage collection finds abandoned ones)."""
+
 
 class LocalBlobStore(BlobStore):
     """Blobs as files under `root/<first two hex>/<sha256>`, with `<sha256>.type` holding the
-    content type. Writes go to `root/.staging/` and are published with an atomic rename."""
+    content type. Writes go to `root/.staging/` and are published with an atomic rename.
+    Resumable uploads stage under `root/.uploads/<staging id>/` (`data` written at each part's
+    offset, `tail`); the handle is the staging id."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.staging = self.root / ".staging"
+        self.uploads = self.root / ".uploads"
 
     def _blob_path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -284,6 +354,75 @@ class LocalBlobStore(BlobStore):
         validate_key(sha256)
         return None  # the server streams local blobs itself
 
+    def _upload_dir(self, handle: str) -> Path:
+        return self.uploads / validate_staging_id(handle)
+
+    async def begin_staging(self, staging_id: str, *, content_type: str | None = None) -> str:
+        directory = self._upload_dir(staging_id)
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        return staging_id
+
+    async def stage_part(self, handle: str, number: int, data: bytes) -> StagedPart:
+        if number < 1:
+            raise BlobRangeInvalid(f"part numbers start at 1, got {number}")
+        path = self._upload_dir(handle) / "data"
+        offset = (number - 1) * STAGING_PART_SIZE
+        await asyncio.to_thread(_write_at, path, offset, data)
+        return StagedPart(number=number, size=len(data), etag="")
+
+    async def stage_tail(self, handle: str, data: bytes) -> None:
+        directory = self._upload_dir(handle)
+        await asyncio.to_thread(_replace_file, directory / "tail", directory / "tail.new", data)
+
+    async def read_tail(self, handle: str, size: int) -> bytes:
+        if size == 0:
+            return b""
+        path = self._upload_dir(handle) / "tail"
+        data = await asyncio.to_thread(_read_prefix, path, size)
+        if len(data) < size:
+            raise BlobNotFound(f"staged tail of {handle} has {len(data)} bytes, expected {size}")
+        return data
+
+    async def publish_staged(
+        self,
+        handle: str,
+        parts: Sequence[StagedPart],
+        *,
+        sha256: str,
+        content_type: str | None = None,
+        digest: str | None = None,
+    ) -> BlobInfo:
+        validate_key(sha256)
+        directory = self._upload_dir(handle)
+        try:
+            existing = await self.stat(sha256)
+            if existing is not None:
+                return existing
+            size = sum(part.size for part in parts)
+            path = directory / "data"
+            await asyncio.to_thread(_truncate_and_sync, path, size)
+            if digest is None:
+                digest = await asyncio.to_thread(_hash_file, path)
+            verify_received(sha256, digest, size, size)
+            info = BlobInfo(sha256, size, content_type or DEFAULT_CONTENT_TYPE)
+            await asyncio.to_thread(self._publish, path, directory / "data.type", info)
+            return info
+        finally:
+            await self.discard_staged(handle)
+
+    async def discard_staged(self, handle: str) -> None:
+        directory = self._upload_dir(handle)
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def staging_handles(self) -> AsyncIterator[str]:
+        def list_uploads() -> list[str]:
+            if not self.uploads.is_dir():
+                return []
+            return [d.name for d in self.uploads.iterdir() if _STAGING_ID.fullmatch(d.name)]
+
+        for name in await asyncio.to_thread(list_uploads):
+            yield name
+
 
 def deduplicated_info(existing: BlobInfo, size: int | None) -> BlobInfo:
     if size is not None and size != existing.size:
@@ -304,6 +443,48 @@ def verify_received(sha256: str, actual: str, size: int | None, received: int) -
 def _write_and_hash(file: IO[bytes], hasher: hashlib._Hash, data: bytearray) -> None:
     hasher.update(data)
     file.write(data)
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_file(path: Path, temporary: Path, data: bytes) -> None:
+    with temporary.open("wb") as file:
+        file.write(data)
+        _flush_and_sync(file)
+    os.replace(temporary, path)
+
+
+def _read_prefix(path: Path, size: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(size)
+    except FileNotFoundError:
+        return b""
+
+
+def _truncate_and_sync(path: Path, size: int) -> None:
+    # Parts re-staged past the committed ones (a refused chunk) may have left bytes beyond `size`.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _hash_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_SIZE):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _flush_and_sync(file: IO[Any]) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from piccolo.table import Table
 
 from server.db.tables import IDENTITY_TABLES
+from server.db.tables_blobs import BLOB_TABLES
 from server.db.tables_forms import FORM_TABLES
 from server.db.tables_sync import SYNC_TABLES
 
-ALL_TABLES: list[type[Table]] = [*IDENTITY_TABLES, *FORM_TABLES, *SYNC_TABLES]
+ALL_TABLES: list[type[Table]] = [*IDENTITY_TABLES, *FORM_TABLES, *SYNC_TABLES, *BLOB_TABLES]

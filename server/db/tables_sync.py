@@ -113,13 +113,24 @@ class ChangeLog(Table, tablename="change_log"):
     """One row per record (the latest change wins its row): positions are handed out in commit order,
     so a cursor never skips a change. Pull reads `position > cursor` within the caller's scope."""
 
-    position = BigSerial(primary_key=True)
-    record_key = Varchar(length=120, unique=True)  # "entity:<id>" | "conflict:<id>" | "form:<id>"
+    id = BigSerial(primary_key=True)
+    position = BigInt(unique=True)
+    record_key = Varchar(
+        length=120, unique=True
+    )  # "entity:<id>" | "conflict:<id>" | "form:<id>" | "evict:<id>@<ward>"
     kind = Varchar(length=10)
     record_id = Varchar(length=64)
     list = Varchar(length=63, default="")
     ward_code = Varchar(length=5, default="", index=True)
     committed_at = Timestamptz(default=TimestamptzNow())
+
+
+class ChangeCounter(Table, tablename="change_counter"):
+    """The last handed-out change-log position. Updating its row is the last write of a writing
+    transaction: the row lock (PostgreSQL) or the single writer (SQLite) orders positions by commit."""
+
+    name = Varchar(length=16, primary_key=True)
+    value = BigInt(default=0)
 
 
 SYNC_TABLES: list[type[Table]] = [
@@ -131,4 +142,5 @@ SYNC_TABLES: list[type[Table]] = [
     Entity,
     ConflictRow,
     ChangeLog,
+    ChangeCounter,
 ]

@@ -35,6 +35,8 @@ from server.db.engine import transaction
 from server.db.tables_forms import Form, FormVersion
 from server.errors import BadRequest, Conflict, NotFound
 from server.services import audit
+from server.services import changes as change_log
+from server.services.entity_lists import forget_role_lists, register_form_lists
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "forms" / "templates"
 FIELD_ROLES = ["supervisor", "outreach", "trainer", "inspector"]
@@ -205,6 +207,8 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
         await Form.update({Form.current_version: version, Form.updated_at: now}).where(
             Form.form_id == form_id
         )
+        await register_form_lists(published)
+        await change_log.record_form(form_id)
         await audit.record(
             actor,
             "form.publish",
@@ -213,6 +217,7 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
             details={"version": version, "hash": published.hash, "force": request.force},
             actor_username="system",
         )
+    forget_role_lists()
     return published
 
 
@@ -375,6 +380,7 @@ async def update_form(actor: Principal, form_id: str, update: FormUpdate) -> For
         changes[Form.roles] = _json(sorted(set(update.roles)))
     async with transaction():
         await Form.update(changes).where(Form.form_id == form_id)
+        await change_log.record_form(form_id)
         await audit.record(
             actor,
             "form.update",
@@ -382,6 +388,7 @@ async def update_form(actor: Principal, form_id: str, update: FormUpdate) -> For
             target_id=form_id,
             details=msgspec.to_builtins(update),
         )
+    forget_role_lists()
     return await form_info(form_id)
 
 

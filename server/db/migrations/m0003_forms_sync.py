@@ -47,7 +47,7 @@ class Form(Table, tablename="form", schema=None):
     )
 
 
-ID = "2026-11-29T05:28:47:329152"
+ID = "2026-11-29T05:34:37:312372"
 VERSION = "1.38.0"
 DESCRIPTION = "forms, versions, submissions, attachments, device sync state, op ledger, entities, conflicts, change log"
 
@@ -55,6 +55,25 @@ DESCRIPTION = "forms, versions, submissions, attachments, device sync state, op 
 async def forwards():
     manager = MigrationManager(
         migration_id=ID, app_name="fieldsync", description=DESCRIPTION
+    )
+
+    manager.add_table(
+        class_name="Submission", tablename="submission", schema=None, columns=None
+    )
+
+    manager.add_table(
+        class_name="Form", tablename="form", schema=None, columns=None
+    )
+
+    manager.add_table(
+        class_name="OpLedger", tablename="op_ledger", schema=None, columns=None
+    )
+
+    manager.add_table(
+        class_name="EntityListRow",
+        tablename="entity_list_def",
+        schema=None,
+        columns=None,
     )
 
     manager.add_table(
@@ -69,29 +88,6 @@ async def forwards():
     )
 
     manager.add_table(
-        class_name="EntityListRow",
-        tablename="entity_list_def",
-        schema=None,
-        columns=None,
-    )
-
-    manager.add_table(
-        class_name="Form", tablename="form", schema=None, columns=None
-    )
-
-    manager.add_table(
-        class_name="Submission", tablename="submission", schema=None, columns=None
-    )
-
-    manager.add_table(
-        class_name="ChangeLog", tablename="change_log", schema=None, columns=None
-    )
-
-    manager.add_table(
-        class_name="ConflictRow", tablename="conflict", schema=None, columns=None
-    )
-
-    manager.add_table(
         class_name="FormVersion",
         tablename="form_version",
         schema=None,
@@ -99,7 +95,14 @@ async def forwards():
     )
 
     manager.add_table(
-        class_name="OpLedger", tablename="op_ledger", schema=None, columns=None
+        class_name="ChangeLog", tablename="change_log", schema=None, columns=None
+    )
+
+    manager.add_table(
+        class_name="ChangeCounter",
+        tablename="change_counter",
+        schema=None,
+        columns=None,
     )
 
     manager.add_table(
@@ -109,542 +112,8 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_column(
-        table_class_name="DeviceSync",
-        tablename="device_sync",
-        column_name="device_id",
-        db_column_name="device_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 36,
-            "default": "",
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="DeviceSync",
-        tablename="device_sync",
-        column_name="user_id",
-        db_column_name="user_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 36,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="DeviceSync",
-        tablename="device_sync",
-        column_name="last_op_seq",
-        db_column_name="last_op_seq",
-        column_class_name="BigInt",
-        column_class=BigInt,
-        params={
-            "default": 0,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="DeviceSync",
-        tablename="device_sync",
-        column_name="scope_fingerprint",
-        db_column_name="scope_fingerprint",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 64,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="DeviceSync",
-        tablename="device_sync",
-        column_name="scope_wards",
-        db_column_name="scope_wards",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "[]",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="DeviceSync",
-        tablename="device_sync",
-        column_name="scope_lists",
-        db_column_name="scope_lists",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "[]",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="DeviceSync",
-        tablename="device_sync",
-        column_name="updated_at",
-        db_column_name="updated_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="entity_id",
-        db_column_name="entity_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 36,
-            "default": "",
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="list",
-        db_column_name="list",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 63,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="ward_code",
-        db_column_name="ward_code",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 5,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="version",
-        db_column_name="version",
-        column_class_name="Integer",
-        column_class=Integer,
-        params={
-            "default": 1,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="deleted",
-        db_column_name="deleted",
-        column_class_name="Boolean",
-        column_class=Boolean,
-        params={
-            "default": False,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="natural_key",
-        db_column_name="natural_key",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 500,
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="state",
-        db_column_name="state",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "{}",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Entity",
-        tablename="entity",
-        column_name="updated_at",
-        db_column_name="updated_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EntityListRow",
-        tablename="entity_list_def",
-        column_name="name",
-        db_column_name="name",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 63,
-            "default": "",
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EntityListRow",
-        tablename="entity_list_def",
-        column_name="definition",
-        db_column_name="definition",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "{}",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EntityListRow",
-        tablename="entity_list_def",
-        column_name="declared_by",
-        db_column_name="declared_by",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 64,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Form",
-        tablename="form",
-        column_name="form_id",
-        db_column_name="form_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 64,
-            "default": "",
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Form",
-        tablename="form",
-        column_name="title",
-        db_column_name="title",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 300,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Form",
-        tablename="form",
-        column_name="state",
-        db_column_name="state",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 10,
-            "default": "open",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Form",
-        tablename="form",
-        column_name="roles",
-        db_column_name="roles",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "[]",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Form",
-        tablename="form",
-        column_name="current_version",
-        db_column_name="current_version",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 64,
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Form",
-        tablename="form",
-        column_name="created_at",
-        db_column_name="created_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Form",
-        tablename="form",
-        column_name="updated_at",
-        db_column_name="updated_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
+    manager.add_table(
+        class_name="ConflictRow", tablename="conflict", schema=None, columns=None
     )
 
     manager.add_column(
@@ -995,167 +464,16 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ChangeLog",
-        tablename="change_log",
-        column_name="position",
-        db_column_name="position",
-        column_class_name="BigSerial",
-        column_class=BigSerial,
-        params={
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ChangeLog",
-        tablename="change_log",
-        column_name="record_key",
-        db_column_name="record_key",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 120,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": True,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ChangeLog",
-        tablename="change_log",
-        column_name="kind",
-        db_column_name="kind",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 10,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ChangeLog",
-        tablename="change_log",
-        column_name="record_id",
-        db_column_name="record_id",
+        table_class_name="Form",
+        tablename="form",
+        column_name="form_id",
+        db_column_name="form_id",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
             "length": 64,
             "default": "",
             "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ChangeLog",
-        tablename="change_log",
-        column_name="list",
-        db_column_name="list",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 63,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ChangeLog",
-        tablename="change_log",
-        column_name="ward_code",
-        db_column_name="ward_code",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 5,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ChangeLog",
-        tablename="change_log",
-        column_name="committed_at",
-        db_column_name="committed_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="id",
-        db_column_name="id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 36,
-            "default": "",
-            "null": False,
             "primary_key": True,
             "unique": False,
             "index": False,
@@ -1168,19 +486,19 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="list",
-        db_column_name="list",
+        table_class_name="Form",
+        tablename="form",
+        column_name="title",
+        db_column_name="title",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
-            "length": 63,
+            "length": 300,
             "default": "",
             "null": False,
             "primary_key": False,
             "unique": False,
-            "index": True,
+            "index": False,
             "index_method": IndexMethod.btree,
             "choices": None,
             "db_column_name": None,
@@ -1190,19 +508,19 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="entity_id",
-        db_column_name="entity_id",
+        table_class_name="Form",
+        tablename="form",
+        column_name="state",
+        db_column_name="state",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
-            "length": 36,
-            "default": "",
+            "length": 10,
+            "default": "open",
             "null": False,
             "primary_key": False,
             "unique": False,
-            "index": True,
+            "index": False,
             "index_method": IndexMethod.btree,
             "choices": None,
             "db_column_name": None,
@@ -1212,19 +530,18 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="ward_code",
-        db_column_name="ward_code",
-        column_class_name="Varchar",
-        column_class=Varchar,
+        table_class_name="Form",
+        tablename="form",
+        column_name="roles",
+        db_column_name="roles",
+        column_class_name="JSON",
+        column_class=JSON,
         params={
-            "length": 5,
-            "default": "",
+            "default": "[]",
             "null": False,
             "primary_key": False,
             "unique": False,
-            "index": True,
+            "index": False,
             "index_method": IndexMethod.btree,
             "choices": None,
             "db_column_name": None,
@@ -1234,10 +551,10 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="property",
-        db_column_name="property",
+        table_class_name="Form",
+        tablename="form",
+        column_name="current_version",
+        db_column_name="current_version",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
@@ -1256,15 +573,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="kind",
-        db_column_name="kind",
-        column_class_name="Varchar",
-        column_class=Varchar,
+        table_class_name="Form",
+        tablename="form",
+        column_name="created_at",
+        db_column_name="created_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
         params={
-            "length": 24,
-            "default": "",
+            "default": TimestamptzNow(),
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -1278,14 +594,77 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="status",
-        db_column_name="status",
+        table_class_name="Form",
+        tablename="form",
+        column_name="updated_at",
+        db_column_name="updated_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="id",
+        db_column_name="id",
+        column_class_name="BigSerial",
+        column_class=BigSerial,
+        params={
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="key",
+        db_column_name="key",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
-            "length": 16,
+            "length": 60,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": True,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="device_id",
+        db_column_name="device_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
             "default": "",
             "null": False,
             "primary_key": False,
@@ -1300,12 +679,12 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="seen_version",
-        db_column_name="seen_version",
-        column_class_name="Integer",
-        column_class=Integer,
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="op_seq",
+        db_column_name="op_seq",
+        column_class_name="BigInt",
+        column_class=BigInt,
         params={
             "default": 0,
             "null": False,
@@ -1321,8 +700,418 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="op_id",
+        db_column_name="op_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="kind",
+        db_column_name="kind",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 12,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="status",
+        db_column_name="status",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 10,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="max_position",
+        db_column_name="max_position",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="result",
+        db_column_name="result",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "{}",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="OpLedger",
+        tablename="op_ledger",
+        column_name="created_at",
+        db_column_name="created_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="EntityListRow",
+        tablename="entity_list_def",
+        column_name="name",
+        db_column_name="name",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 63,
+            "default": "",
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="EntityListRow",
+        tablename="entity_list_def",
+        column_name="definition",
+        db_column_name="definition",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "{}",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="EntityListRow",
+        tablename="entity_list_def",
+        column_name="declared_by",
+        db_column_name="declared_by",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 64,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="DeviceSync",
+        tablename="device_sync",
+        column_name="device_id",
+        db_column_name="device_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": "",
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="DeviceSync",
+        tablename="device_sync",
+        column_name="user_id",
+        db_column_name="user_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="DeviceSync",
+        tablename="device_sync",
+        column_name="last_op_seq",
+        db_column_name="last_op_seq",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="DeviceSync",
+        tablename="device_sync",
+        column_name="scope_fingerprint",
+        db_column_name="scope_fingerprint",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 64,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="DeviceSync",
+        tablename="device_sync",
+        column_name="scope_wards",
+        db_column_name="scope_wards",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "[]",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="DeviceSync",
+        tablename="device_sync",
+        column_name="scope_lists",
+        db_column_name="scope_lists",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "[]",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="DeviceSync",
+        tablename="device_sync",
+        column_name="updated_at",
+        db_column_name="updated_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Entity",
+        tablename="entity",
+        column_name="entity_id",
+        db_column_name="entity_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": "",
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Entity",
+        tablename="entity",
+        column_name="list",
+        db_column_name="list",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 63,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Entity",
+        tablename="entity",
+        column_name="ward_code",
+        db_column_name="ward_code",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 5,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Entity",
+        tablename="entity",
         column_name="version",
         db_column_name="version",
         column_class_name="Integer",
@@ -1342,14 +1131,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="base",
-        db_column_name="base",
-        column_class_name="JSON",
-        column_class=JSON,
+        table_class_name="Entity",
+        tablename="entity",
+        column_name="deleted",
+        db_column_name="deleted",
+        column_class_name="Boolean",
+        column_class=Boolean,
         params={
-            "default": "null",
+            "default": False,
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -1363,58 +1152,37 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="candidates",
-        db_column_name="candidates",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "[]",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="chosen",
-        db_column_name="chosen",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "null",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="resolved_by",
-        db_column_name="resolved_by",
+        table_class_name="Entity",
+        tablename="entity",
+        column_name="natural_key",
+        db_column_name="natural_key",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
-            "length": 36,
+            "length": 500,
             "default": None,
             "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Entity",
+        tablename="entity",
+        column_name="state",
+        db_column_name="state",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "{}",
+            "null": False,
             "primary_key": False,
             "unique": False,
             "index": False,
@@ -1427,53 +1195,10 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="resolved_at",
-        db_column_name="resolved_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="resolution_id",
-        db_column_name="resolution_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 36,
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": True,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="ConflictRow",
-        tablename="conflict",
-        column_name="created_at",
-        db_column_name="created_at",
+        table_class_name="Entity",
+        tablename="entity",
+        column_name="updated_at",
+        db_column_name="updated_at",
         column_class_name="Timestamptz",
         column_class=Timestamptz,
         params={
@@ -1841,8 +1566,8 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
+        table_class_name="ChangeLog",
+        tablename="change_log",
         column_name="id",
         db_column_name="id",
         column_class_name="BigSerial",
@@ -1861,14 +1586,35 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="key",
-        db_column_name="key",
+        table_class_name="ChangeLog",
+        tablename="change_log",
+        column_name="position",
+        db_column_name="position",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": True,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ChangeLog",
+        tablename="change_log",
+        column_name="record_key",
+        db_column_name="record_key",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
-            "length": 60,
+            "length": 120,
             "default": "",
             "null": False,
             "primary_key": False,
@@ -1883,97 +1629,10 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="device_id",
-        db_column_name="device_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 36,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="op_seq",
-        db_column_name="op_seq",
-        column_class_name="BigInt",
-        column_class=BigInt,
-        params={
-            "default": 0,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="op_id",
-        db_column_name="op_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 36,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
+        table_class_name="ChangeLog",
+        tablename="change_log",
         column_name="kind",
         db_column_name="kind",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 12,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="status",
-        db_column_name="status",
         column_class_name="Varchar",
         column_class=Varchar,
         params={
@@ -1992,35 +1651,15 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="max_position",
-        db_column_name="max_position",
-        column_class_name="BigInt",
-        column_class=BigInt,
+        table_class_name="ChangeLog",
+        tablename="change_log",
+        column_name="record_id",
+        db_column_name="record_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
         params={
-            "default": 0,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": True,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="result",
-        db_column_name="result",
-        column_class_name="JSON",
-        column_class=JSON,
-        params={
-            "default": "{}",
+            "length": 64,
+            "default": "",
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -2034,14 +1673,101 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="OpLedger",
-        tablename="op_ledger",
-        column_name="created_at",
-        db_column_name="created_at",
+        table_class_name="ChangeLog",
+        tablename="change_log",
+        column_name="list",
+        db_column_name="list",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 63,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ChangeLog",
+        tablename="change_log",
+        column_name="ward_code",
+        db_column_name="ward_code",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 5,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ChangeLog",
+        tablename="change_log",
+        column_name="committed_at",
+        db_column_name="committed_at",
         column_class_name="Timestamptz",
         column_class=Timestamptz,
         params={
             "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ChangeCounter",
+        tablename="change_counter",
+        column_name="name",
+        db_column_name="name",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 16,
+            "default": "",
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ChangeCounter",
+        tablename="change_counter",
+        column_name="value",
+        db_column_name="value",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -2197,6 +1923,351 @@ async def forwards():
             "primary_key": False,
             "unique": False,
             "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="id",
+        db_column_name="id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": "",
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="list",
+        db_column_name="list",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 63,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="entity_id",
+        db_column_name="entity_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="ward_code",
+        db_column_name="ward_code",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 5,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="property",
+        db_column_name="property",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 64,
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="kind",
+        db_column_name="kind",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 24,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="status",
+        db_column_name="status",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 16,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": True,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="seen_version",
+        db_column_name="seen_version",
+        column_class_name="Integer",
+        column_class=Integer,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="version",
+        db_column_name="version",
+        column_class_name="Integer",
+        column_class=Integer,
+        params={
+            "default": 1,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="base",
+        db_column_name="base",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "null",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="candidates",
+        db_column_name="candidates",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "[]",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="chosen",
+        db_column_name="chosen",
+        column_class_name="JSON",
+        column_class=JSON,
+        params={
+            "default": "null",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="resolved_by",
+        db_column_name="resolved_by",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="resolved_at",
+        db_column_name="resolved_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="resolution_id",
+        db_column_name="resolution_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 36,
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": True,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="ConflictRow",
+        tablename="conflict",
+        column_name="created_at",
+        db_column_name="created_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
             "index_method": IndexMethod.btree,
             "choices": None,
             "db_column_name": None,

@@ -1,9 +1,9 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
-ID = "2026-11-29T05:28:48:000000"
+ID = "2026-11-29T05:59:00:000000"
 VERSION = "1.38.0"
-DESCRIPTION = "composite indexes: pull reads by scope after a position; acked_through by device"
+DESCRIPTION = "composite indexes for pull and acked_through; the change-log counter row"
 
 
 async def forwards():
@@ -20,6 +20,8 @@ async def forwards():
             "CREATE INDEX IF NOT EXISTS submission_attachment_sha_ward ON submission_attachment (sha256, ward_code)",
         ):
             await db.run_ddl(ddl)
+        # The one counter row; only ever updated (see ChangeCounter).
+        await db.run_ddl("INSERT INTO change_counter (name, value) VALUES ('log', 0)")
 
     manager.add_raw(composite_indexes)
     return manager

@@ -1,0 +1,106 @@
+"""Sync endpoints (PROTOCOL.md "Push", "Pull", conflicts), in JSON or msgpack."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
+
+from schemas.common import ErrorItem
+from schemas.sync import ConflictRecord, PullRequest, PushRequest, Resolve, ResolveBody
+from server.api.deps import settings_of
+from server.auth import Principal
+from server.errors import BadRequest
+from server.services import conflicts
+from server.services.pull import pull
+from server.services.push import apply_push, server_hlc
+
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+T = TypeVar("T")
+
+
+def decode_body(request: Request[Any, Any, Any], body: bytes, type_: type[T]) -> T:
+    content_type = (
+        request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    )
+    try:
+        if content_type in MSGPACK_TYPES:
+            return msgspec.msgpack.decode(body, type=type_)
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as error:
+        message, _, where = str(error).partition(" - at `")
+        raise BadRequest(
+            "The request does not follow the sync protocol.",
+            code="validation_failed",
+            errors=[ErrorItem(path=where.rstrip("`") or "$", code="invalid", message=message)],
+        ) from None
+    except msgspec.DecodeError as error:
+        raise BadRequest(
+            f"The body is not valid {content_type}: {error}", code="malformed_body"
+        ) from None
+
+
+def encode_for(request: Request[Any, Any, Any], value: Any) -> Response[bytes]:
+    accept = request.headers.get("accept", "")
+    if any(kind in accept for kind in MSGPACK_TYPES):
+        return Response(msgspec.msgpack.encode(value), media_type="application/msgpack")
+    return Response(msgspec.json.encode(value), media_type="application/json")
+
+
+class SyncController(Controller):
+    path = "/api/v1/sync"
+    tags = ["sync"]
+
+    @post("/push", status_code=200, summary="Push ops (exactly-once, contiguous op_seq)")
+    async def push(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Response[bytes]:
+        body = decode_body(request, await request.body(), PushRequest)
+        return encode_for(request, await apply_push(principal, body))
+
+    @post("/pull", status_code=200, summary="Pull changes in scope after a cursor")
+    async def pull(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Response[bytes]:
+        body = decode_body(request, await request.body(), PullRequest)
+        return encode_for(request, await pull(settings_of(request), principal, body))
+
+
+class ConflictController(Controller):
+    path = "/api/v1/conflicts"
+    tags = ["sync"]
+
+    @get("/", summary="Conflicts in the caller's wards (supervisors)")
+    async def list_conflicts(
+        self,
+        principal: NamedDependency[Principal],
+        status: FromQuery[str | None] = None,
+        list_name: Annotated[str | None, QueryParameter(name="list")] = None,
+        ward: FromQuery[str | None] = None,
+        limit: FromQuery[Annotated[int, Parameter(ge=1, le=1000)]] = 200,
+    ) -> list[ConflictRecord]:
+        return await conflicts.list_conflicts(
+            principal, status=status, list_name=list_name, ward=ward, limit=limit
+        )
+
+    @post(
+        "/{conflict_id:str}/resolve",
+        status_code=200,
+        summary="Resolve a conflict (idempotent on resolution_id)",
+    )
+    async def resolve(
+        self,
+        principal: NamedDependency[Principal],
+        conflict_id: FromPath[str],
+        data: JSONBody[ResolveBody],
+    ) -> ConflictRecord:
+        request = Resolve(
+            conflict_id=conflict_id,
+            resolution_id=data.resolution_id,
+            choice=data.choice,
+            value=data.value,
+        )
+        return await conflicts.resolve_via_api(principal, request, hlc=server_hlc())

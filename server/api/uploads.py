@@ -1,0 +1,283 @@
+"""Attachments over HTTP: tus 1.0 resumable uploads and content-addressed blob downloads.
+
+`UploadController` speaks tus (core, creation, creation-with-upload, termination, checksum,
+expiration) at /api/v1/uploads; `BlobController` answers /api/v1/blobs/check and serves
+/api/v1/blobs/{sha256} to callers who may see a submission referencing it (404 to everyone else).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from email.utils import format_datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, head, post, route
+from litestar.di import NamedDependency
+from litestar.enums import HttpMethod
+from litestar.exceptions import InternalServerException
+from litestar.params import FromPath, JSONBody
+from litestar.response import Redirect, Stream
+
+from server.auth import Principal
+from server.errors import EXCEPTION_HANDLERS, BadRequest, DomainError, UnsupportedMediaType
+from server.services import blobs, uploads
+from server.services.uploads import (
+    CHECKSUM_ALGORITHMS,
+    TUS_EXTENSIONS,
+    TUS_VERSION,
+    ClientDisconnected,
+    PreconditionFailed,
+    UploadRuntime,
+    UploadView,
+)
+from server.settings import Settings
+from sync.blobs import BlobStore
+
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
+# How long a presigned download URL stays valid (overridable per app: app.state.blob_url_ttl).
+BLOB_URL_TTL = timedelta(minutes=5)
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class BlobCheck(msgspec.Struct, frozen=True):
+    sha256: Annotated[list[Sha256Hex], msgspec.Meta(max_length=blobs.MAX_CHECK_HASHES)]
+
+
+class BlobCheckResult(msgspec.Struct, frozen=True):
+    missing: list[str]
+
+
+def _with_tus_header(handler: Callable[..., Response[Any]]) -> Callable[..., Response[Any]]:
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        response = handler(request, exc)
+        response.headers["Tus-Resumable"] = TUS_VERSION
+        return response
+
+    return handle
+
+
+def _runtime(request: Request[Any, Any, Any]) -> UploadRuntime:
+    state = request.app.state
+    runtime = state.get("upload_runtime")
+    if runtime is None:
+        runtime = state.upload_runtime = UploadRuntime(
+            expiry=state.get("upload_expiry") or uploads.UPLOAD_EXPIRY
+        )
+    return runtime  # type: ignore[no-any-return]
+
+
+def _store(request: Request[Any, Any, Any]) -> BlobStore:
+    return request.app.state.blob_store  # type: ignore[no-any-return]
+
+
+def _settings(request: Request[Any, Any, Any]) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _require_tus(request: Request[Any, Any, Any]) -> None:
+    if request.headers.get("tus-resumable") != TUS_VERSION:
+        raise PreconditionFailed(
+            f"Send Tus-Resumable: {TUS_VERSION}.", headers={"Tus-Version": TUS_VERSION}
+        )
+
+
+def _int_header(request: Request[Any, Any, Any], name: str) -> int:
+    value = request.headers.get(name, "")
+    if not value.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer.", code="tus_header_invalid")
+    return int(value)
+
+
+async def _body(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                yield chunk
+    except InternalServerException as exc:  # Litestar's signal for a client gone mid-body
+        raise ClientDisconnected(str(exc)) from exc
+
+
+def _upload_headers(view: UploadView) -> dict[str, str]:
+    headers = {
+        "Tus-Resumable": TUS_VERSION,
+        "Upload-Offset": str(view.offset),
+        "Upload-Length": str(view.length),
+        "Cache-Control": "no-store",
+    }
+    if view.state == "active":
+        headers["Upload-Expires"] = format_datetime(view.expires_at, usegmt=True)
+    return headers
+
+
+class UploadController(Controller):
+    path = "/api/v1/uploads"
+    tags = ["attachments"]
+    exception_handlers = {k: _with_tus_header(v) for k, v in EXCEPTION_HANDLERS.items()}
+
+    @route("/", http_method=[HttpMethod.OPTIONS], summary="tus capabilities", status_code=204)
+    async def capabilities(self, request: Request[Any, Any, Any]) -> Response[None]:
+        return Response(
+            content=None,
+            status_code=204,
+            headers={
+                "Tus-Resumable": TUS_VERSION,
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": TUS_EXTENSIONS,
+                "Tus-Max-Size": str(_settings(request).max_upload_bytes),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+            },
+        )
+
+    @post(
+        "/",
+        summary="Create an upload (Upload-Length, Upload-Metadata with sha256, content_type)",
+        request_max_body_size=None,  # creation-with-upload: bounded by Upload-Length instead
+    )
+    async def create(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Response[None]:
+        _require_tus(request)
+        length = _int_header(request, "upload-length")
+        metadata = uploads.parse_metadata(request.headers.get("upload-metadata", ""))
+        store, runtime = _store(request), _runtime(request)
+        view = await uploads.create_upload(
+            principal,
+            length=length,
+            metadata=metadata,
+            max_bytes=_settings(request).max_upload_bytes,
+            runtime=runtime,
+            store=store,
+        )
+        has_body = request.headers.get("content-type", "").startswith(OFFSET_OCTET_STREAM)
+        if has_body and view.state == "active":
+            view = await uploads.append(
+                principal,
+                view.id,
+                offset=0,
+                body=_body(request),
+                checksum=uploads.parse_checksum(request.headers.get("upload-checksum")),
+                store=store,
+                runtime=runtime,
+            )
+        headers = _upload_headers(view)
+        headers["Location"] = f"{self.path}/{view.id}"
+        return Response(content=None, status_code=201, headers=headers)
+
+    @head("/{upload_id:str}", summary="How many bytes the server has")
+    async def offset(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        upload_id: FromPath[str],
+    ) -> Response[None]:
+        _require_tus(request)
+        view = await uploads.get_upload(principal, upload_id, store=_store(request))
+        return Response(content=None, status_code=200, headers=_upload_headers(view))
+
+    @route(
+        "/{upload_id:str}",
+        http_method=[HttpMethod.PATCH],
+        summary="Append bytes at Upload-Offset",
+        status_code=204,
+        request_max_body_size=None,  # bounded by the upload's remaining length instead
+    )
+    async def append(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        upload_id: FromPath[str],
+    ) -> Response[None]:
+        _require_tus(request)
+        if not request.headers.get("content-type", "").startswith(OFFSET_OCTET_STREAM):
+            raise UnsupportedMediaType(
+                f"PATCH bodies must be {OFFSET_OCTET_STREAM}.", code="tus_content_type"
+            )
+        view = await uploads.append(
+            principal,
+            upload_id,
+            offset=_int_header(request, "upload-offset"),
+            body=_body(request),
+            checksum=uploads.parse_checksum(request.headers.get("upload-checksum")),
+            store=_store(request),
+            runtime=_runtime(request),
+        )
+        return Response(content=None, status_code=204, headers=_upload_headers(view))
+
+    @delete("/{upload_id:str}", summary="Cancel an upload and drop its bytes", status_code=204)
+    async def terminate(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        upload_id: FromPath[str],
+    ) -> Response[None]:
+        _require_tus(request)
+        await uploads.terminate(
+            principal, upload_id, store=_store(request), runtime=_runtime(request)
+        )
+        return Response(content=None, status_code=204, headers={"Tus-Resumable": TUS_VERSION})
+
+
+class BlobController(Controller):
+    path = "/api/v1/blobs"
+    tags = ["attachments"]
+
+    @post("/check", summary="Which of these hashes the server still needs", status_code=200)
+    async def check(
+        self, principal: NamedDependency[Principal], data: JSONBody[BlobCheck]
+    ) -> BlobCheckResult:
+        return BlobCheckResult(missing=await blobs.missing_blobs(data.sha256))
+
+    @get("/{sha256:str}", summary="Download an attachment (307 to S3, or streamed with Range)")
+    async def download(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        sha256: FromPath[str],
+    ) -> Response[Any]:
+        blob = await blobs.readable_blob(principal, sha256)
+        store = _store(request)
+        ttl = request.app.state.get("blob_url_ttl") or BLOB_URL_TTL
+        url = await store.presigned_get_url(sha256, expires=ttl)
+        common = {"Cache-Control": "private, no-store", "ETag": f'"{sha256}"'}
+        if url is not None:
+            return Redirect(url, status_code=307, headers=common)
+        start, end = _byte_range(request.headers.get("range"), blob.size)
+        common["Accept-Ranges"] = "bytes"
+        common["Content-Length"] = str(end - start)
+        status = 200
+        if (start, end) != (0, blob.size):
+            status = 206
+            common["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+        chunks = await store.open(sha256, offset=start, length=end - start)
+        return Stream(chunks, status_code=status, media_type=blob.content_type, headers=common)
+
+
+class RangeNotSatisfiable(DomainError):
+    status = 416
+    code = "range_not_satisfiable"
+    title = "Range not satisfiable"
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int]:
+    """[start, end) for one `bytes=` range; the whole blob if there is none (or several)."""
+    if not header or "," in header:
+        return 0, size
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or match.groups() == ("", ""):
+        return 0, size  # a Range we do not understand is ignored, as RFC 9110 allows
+    first, last = match.groups()
+    if first == "":  # suffix: the last N bytes
+        start, end = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or start >= end:
+        raise RangeNotSatisfiable(
+            f"The attachment has {size} bytes.", headers={"Content-Range": f"bytes */{size}"}
+        )
+    return start, end

@@ -1,0 +1,272 @@
+"""Verified blobs: which exist, who may read one, content sniffing, and garbage collection.
+
+The sync core calls `missing_blobs` (push answers `missing_blobs`) and `attachment_status`
+("2 of 3 files received"). A blob is readable through the API only by the first uploader or by a
+caller who may see a submission referencing it (the ward scope of the sync issue).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from server.auth import Principal
+from server.db.engine import transaction
+from server.db.tables_blobs import Blob, Upload
+from server.db.tables_sync import SubmissionAttachment
+from server.errors import NotFound
+from sync.blobs import BlobStore, validate_key
+
+log = logging.getLogger("fieldsync.blobs")
+
+# What devices may attach, with the magic bytes that identify each (see `sniff_content_type`):
+# photos of establishments, recordings of community sessions, scanned attendance sheets.
+ALLOWED_CONTENT_TYPES: frozenset[str] = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/x-m4a",
+        "audio/m4a",
+        "audio/ogg",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+        "audio/amr",
+        "application/pdf",
+    }
+)
+# Names clients use for the same format, mapped to the one `sniff_content_type` answers.
+_SAME_FORMAT = {
+    "image/jpg": "image/jpeg",
+    "image/heif": "image/heic",
+    "audio/x-m4a": "audio/mp4",
+    "audio/m4a": "audio/mp4",
+    "audio/mp3": "audio/mpeg",
+    "audio/x-wav": "audio/wav",
+    "audio/wave": "audio/wav",
+}
+_HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_MP4_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"mp42", b"mp41", b"isom", b"iso2", b"dash"}
+# Bytes `sniff_content_type` needs from the start of a file.
+SNIFF_BYTES = 16
+# Cap on one blobs/check request (a submission has a handful of attachments).
+MAX_CHECK_HASHES = 1000
+
+
+class AttachmentStatus(msgspec.Struct, frozen=True):
+    """What a supervisor sees for one submission: "2 of 3 files received"."""
+
+    expected: int
+    received: int
+    missing: list[str]
+
+
+class BlobView(msgspec.Struct, frozen=True):
+    sha256: str
+    size: int
+    content_type: str
+
+
+@dataclass
+class GarbageReport:
+    blobs: list[str] = field(default_factory=list)  # unreferenced blobs past the grace period
+    uploads: list[str] = field(default_factory=list)  # expired or finished upload rows
+    staging: list[str] = field(default_factory=list)  # staging areas no upload owns
+    stray_objects: list[str] = field(default_factory=list)  # stored keys with no blob row
+
+
+def normalize_content_type(value: str) -> str:
+    base = value.split(";", 1)[0].strip().lower()
+    return _SAME_FORMAT.get(base, base)
+
+
+def sniff_content_type(head: bytes) -> str | None:
+    """The format the first bytes of a file announce, or None if it is none we accept."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIC_BRANDS:
+            return "image/heic"
+        if brand in _MP4_AUDIO_BRANDS:
+            return "audio/mp4"
+        return None
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head.startswith(b"OggS"):
+        return "audio/ogg"
+    if head.startswith(b"#!AMR"):
+        return "audio/amr"
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "audio/mpeg"
+    return None
+
+
+def content_type_matches(declared: str, head: bytes) -> bool:
+    return sniff_content_type(head) == normalize_content_type(declared)
+
+
+async def missing_blobs(sha256s: Iterable[str]) -> list[str]:
+    """The hashes (in the order given, once each) that are not yet stored and verified."""
+    wanted = list(dict.fromkeys(sha256s))
+    if not wanted:
+        return []
+    present: set[str] = set()
+    for start in range(0, len(wanted), 500):  # bounded IN lists
+        rows = (
+            await Blob.select(Blob.sha256)
+            .where(Blob.sha256.is_in(wanted[start : start + 500]))
+            .run()
+        )
+        present.update(row["sha256"] for row in rows)
+    return [sha for sha in wanted if sha not in present]
+
+
+async def attachment_status(instance_id: str) -> AttachmentStatus:
+    rows = (
+        await SubmissionAttachment.select(SubmissionAttachment.sha256)
+        .where(SubmissionAttachment.instance_id == instance_id)
+        .run()
+    )
+    expected = list(dict.fromkeys(row["sha256"] for row in rows))
+    missing = await missing_blobs(expected)
+    return AttachmentStatus(
+        expected=len(expected), received=len(expected) - len(missing), missing=missing
+    )
+
+
+async def readable_blob(principal: Principal, sha256: str) -> BlobView:
+    """The blob if this caller may read it; NotFound otherwise (never reveals existence)."""
+    hidden = NotFound("There is no such attachment.", code="blob_not_found")
+    try:
+        validate_key(sha256)
+    except ValueError:
+        raise hidden from None
+    row = await Blob.select().where(Blob.sha256 == sha256).first().run()
+    if row is None:
+        raise hidden
+    if row["first_uploader"] != principal.user_id and not await _referenced_in_scope(
+        principal, sha256
+    ):
+        raise hidden
+    return BlobView(sha256=sha256, size=row["size"], content_type=row["content_type"])
+
+
+async def _referenced_in_scope(principal: Principal, sha256: str) -> bool:
+    query = SubmissionAttachment.select(SubmissionAttachment.id).where(
+        SubmissionAttachment.sha256 == sha256
+    )
+    if not principal.city_wide:
+        if not principal.wards:
+            return False
+        query = query.where(SubmissionAttachment.ward_code.is_in(list(principal.wards)))
+    return await query.first().run() is not None
+
+
+async def record_blob(sha256: str, size: int, content_type: str, uploader: str) -> None:
+    """Insert the verified blob's row unless another upload of the same bytes got there first."""
+    async with transaction():
+        exists = await Blob.exists().where(Blob.sha256 == sha256).run()
+        if not exists:
+            await Blob.insert(
+                Blob(
+                    sha256=sha256,
+                    size=size,
+                    content_type=content_type,
+                    first_uploader=uploader,
+                    created_at=datetime.now(UTC),
+                )
+            ).run()
+
+
+async def collect_garbage(
+    store: BlobStore,
+    *,
+    grace: timedelta,
+    dry_run: bool,
+    now: datetime | None = None,
+) -> GarbageReport:
+    """Remove unreferenced blobs older than `grace`, expired uploads and their staged parts."""
+    now = now or datetime.now(UTC)
+    cutoff = now - grace
+    report = GarbageReport()
+
+    referenced = {
+        row["sha256"]
+        for row in await SubmissionAttachment.select(SubmissionAttachment.sha256).distinct().run()
+    }
+    old_blobs = await Blob.select(Blob.sha256).where(Blob.created_at < cutoff).run()
+    report.blobs = sorted(row["sha256"] for row in old_blobs if row["sha256"] not in referenced)
+
+    stale_uploads = (
+        await Upload.select(Upload.id, Upload.staging).where(Upload.expires_at < now).run()
+    )
+    report.uploads = sorted(row["id"] for row in stale_uploads)
+
+    live_ids = {row["id"] for row in await Upload.select(Upload.id).run()} - set(report.uploads)
+    staged_handles = [handle async for handle in store.staging_handles()]
+    report.staging = sorted(h for h in staged_handles if h.split("/", 1)[0] not in live_ids)
+
+    known = {row["sha256"] for row in await Blob.select(Blob.sha256).run()}
+    recent = {
+        row["sha256"]
+        for row in await Upload.select(Upload.sha256).where(Upload.updated_at >= cutoff).run()
+    }
+    report.stray_objects = sorted(
+        [key async for key in store.keys() if key not in known and key not in recent]
+    )
+    if dry_run:
+        return report
+
+    for sha256 in report.blobs:
+        async with transaction():
+            # Re-checked inside the transaction: a push may have referenced it meanwhile.
+            if (
+                await SubmissionAttachment.exists()
+                .where(SubmissionAttachment.sha256 == sha256)
+                .run()
+            ):
+                continue
+            await Blob.delete().where(Blob.sha256 == sha256).run()
+        await store.delete(sha256)
+    for row in stale_uploads:
+        if row["staging"]:
+            await store.discard_staged(row["staging"])
+        await Upload.delete().where(Upload.id == row["id"]).run()
+    for handle in report.staging:
+        await store.discard_staged(handle)
+    for key in report.stray_objects:
+        await store.delete(key)
+    log.info(
+        "gc-blobs removed %d blobs, %d uploads, %d staging areas, %d stray objects",
+        len(report.blobs),
+        len(report.uploads),
+        len(report.staging),
+        len(report.stray_objects),
+    )
+    return report
+
+
+def to_builtins(report: GarbageReport) -> dict[str, Any]:
+    return {
+        "blobs": report.blobs,
+        "uploads": report.uploads,
+        "staging": report.staging,
+        "stray_objects": report.stray_objects,
+    }

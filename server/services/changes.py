@@ -1,0 +1,109 @@
+"""The change log: which records changed, in an order a cursor can follow without gaps.
+
+The log is compacted: one row per record, moved to a new position each time the record changes, so
+a pull from position 0 is a snapshot and a pull from a cursor costs the changes since it.
+
+Gap safety (PROTOCOL.md "Pull"): positions are taken at the very end of the writing transaction
+by updating one counter row, whose row lock is held until commit; so positions are handed out in
+commit order: once position N is visible, every smaller position is committed (or aborted), and a
+reader that saw N never sees a smaller one appear later. SQLite's single writer gives this for
+free. (This is the protocol's "lock just before inserting the change rows", with the counter row
+as the lock; it also keeps positions monotonic on SQLite, where a deleted top rowid is reused.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from server.db.tables_sync import ChangeCounter, ChangeLog
+
+
+@dataclass(frozen=True)
+class ChangeRef:
+    kind: str  # entity | conflict | form
+    record_id: str
+    list: str = ""
+    ward_code: str = ""
+
+    @property
+    def record_key(self) -> str:
+        return f"{self.kind}:{self.record_id}"
+
+
+async def record(refs: Iterable[ChangeRef], *, commit_order: bool = True) -> dict[str, int]:
+    """Move the records' rows to fresh positions; call it last in the writing transaction.
+
+    The positions come from the counter row, whose row lock is held until commit, so they are
+    handed out in commit order. `commit_order=False` takes them from a plain sequence instead
+    (PostgreSQL only): the naive auto-increment cursor the gap test proves wrong."""
+    unique = {ref.record_key: ref for ref in refs}
+    if not unique:
+        return {}
+    keys = list(unique)
+    if commit_order:
+        rows = await ChangeCounter.raw(
+            "UPDATE change_counter SET value = value + {} WHERE name = 'log' RETURNING value",
+            len(keys),
+        )
+        last = int(rows[0]["value"])
+        positions = dict(zip(keys, range(last - len(keys) + 1, last + 1), strict=True))
+    else:
+        rows = await ChangeLog.raw(
+            "SELECT nextval('change_log_id_seq') AS position FROM generate_series(1, {})", len(keys)
+        )
+        positions = dict(zip(keys, (int(r["position"]) for r in rows), strict=True))
+    await ChangeLog.delete().where(ChangeLog.record_key.is_in(keys))
+    await ChangeLog.insert(
+        *[
+            ChangeLog(
+                position=positions[key],
+                record_key=key,
+                kind=ref.kind,
+                record_id=ref.record_id,
+                list=ref.list,
+                ward_code=ref.ward_code,
+            )
+            for key, ref in unique.items()
+        ]
+    )
+    return positions
+
+
+async def record_form(form_id: str) -> None:
+    await record([ChangeRef(kind="form", record_id=form_id)])
+
+
+async def read(
+    after: int,
+    *,
+    wards: Sequence[str] | None,
+    lists: Sequence[str],
+    include_conflicts: bool,
+    limit: int,
+    through: int | None = None,
+) -> list[dict[str, Any]]:
+    """Rows after `after` (up to `through`) in the caller's scope (wards None = city-wide), oldest first."""
+    query = ChangeLog.select(
+        ChangeLog.position, ChangeLog.kind, ChangeLog.record_id, ChangeLog.list, ChangeLog.ward_code
+    ).where(ChangeLog.position > after)
+    if through is not None:
+        query = query.where(ChangeLog.position <= through)
+    kinds = ["form", "entity", "evict"] + (["conflict"] if include_conflicts else [])
+    query = query.where(ChangeLog.kind.is_in(kinds))
+    if wards is not None:
+        query = query.where(
+            (ChangeLog.ward_code.is_in(list(wards) or ["-"])) | (ChangeLog.kind == "form")
+        )
+    query = query.where((ChangeLog.list.is_in(list(lists) or ["-"])) | (ChangeLog.kind == "form"))
+    return await query.order_by(ChangeLog.position).limit(limit)
+
+
+async def head() -> int:
+    row = (
+        await ChangeLog.select(ChangeLog.position)
+        .order_by(ChangeLog.position, ascending=False)
+        .first()
+    )
+    return int(row["position"]) if row else 0

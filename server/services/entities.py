@@ -1,0 +1,126 @@
+"""Entities: load, merge (sync/merge.py, the one merge engine), store; with scope checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from schemas.common import ErrorItem
+from schemas.sync import EntityChange, EntityResult
+from server.auth import Principal
+from server.db.tables_sync import Entity
+from server.services import conflicts
+from server.services.changes import ChangeRef
+from server.services.entity_lists import get_list
+from server.services.entity_store import load, state_of, store, ward_of
+from sync.merge import (
+    WriteContext,
+    apply_entity_change,
+    find_duplicate_candidates,
+    natural_key,
+)
+
+
+@dataclass
+class ChangeOutcome:
+    result: EntityResult
+    errors: list[ErrorItem] = field(default_factory=list)
+
+
+def _forbidden(change: EntityChange, path: str, code: str, message: str) -> ChangeOutcome:
+    return ChangeOutcome(
+        result=EntityResult(entity_id=change.entity_id, status="rejected", version=0),
+        errors=[ErrorItem(path=path, code=code, message=message)],
+    )
+
+
+async def apply_change(
+    principal: Principal,
+    change: EntityChange,
+    *,
+    hlc: str,
+    op_seq: int,
+    submission_ward: str,
+    refs: list[ChangeRef],
+) -> ChangeOutcome:
+    listdef = await get_list(change.list)
+    assert listdef is not None  # push checked the list exists and is writable
+    row = await load(change.entity_id, lock=True)
+    current = state_of(row) if row else None
+    if row is not None:
+        if row["list"] != change.list:
+            return _forbidden(
+                change, "$.list", "entity_list_mismatch", "this entity belongs to another list"
+            )
+        if not principal.may_see_ward(row["ward_code"]):
+            # Do not reveal that an entity exists outside the caller's wards.
+            return _forbidden(
+                change, "$.entity_id", "ward_forbidden", "no such entity in your wards"
+            )
+    ctx = WriteContext(
+        device_id=principal.device_id, user_id=principal.user_id, op_seq=op_seq, hlc=hlc
+    )
+    if current is None and listdef.scope_property not in change.properties:
+        # A create names its ward through the submission when the form does not save it.
+        change = msgspec.structs.replace(
+            change, properties={**change.properties, listdef.scope_property: submission_ward}
+        )
+    outcome = apply_entity_change(current, change, listdef, ctx)
+    if outcome.status == "rejected" or outcome.state is None:
+        return ChangeOutcome(
+            result=EntityResult(
+                entity_id=change.entity_id,
+                status="rejected",
+                version=current.version if current else 0,
+            ),
+            errors=list(outcome.errors),
+        )
+    state = outcome.state
+    ward = ward_of(state, listdef, submission_ward)
+    if not principal.may_see_ward(ward):
+        return _forbidden(
+            change,
+            f"$.properties.{listdef.scope_property}",
+            "ward_forbidden",
+            f"ward {ward} is not assigned to you",
+        )
+    new_conflicts = list(outcome.conflicts)
+    if current is None and listdef.natural_key:
+        key = natural_key(state.properties, listdef)
+        if key is not None:
+            same_key = await Entity.select().where(
+                Entity.list == change.list, Entity.natural_key == key, Entity.deleted.eq(False)
+            )
+            new_conflicts.extend(
+                find_duplicate_candidates(state, [state_of(r) for r in same_key], listdef)
+            )
+    if outcome.changed:
+        await store(state, listdef, ward_code=ward, exists=row is not None)
+        if state.version != (current.version if current else 0):
+            refs.append(
+                ChangeRef(kind="entity", record_id=state.entity_id, list=state.list, ward_code=ward)
+            )
+        if row is not None and row["ward_code"] != ward:
+            # Devices of the old ward must drop their copy: it left their scope.
+            refs.append(
+                ChangeRef(
+                    kind="evict",
+                    record_id=f"{state.entity_id}@{row['ward_code']}",
+                    list=state.list,
+                    ward_code=row["ward_code"],
+                )
+            )
+    conflict_ids = await conflicts.store_new(state, ward, new_conflicts, refs)
+    status = outcome.status
+    if new_conflicts and status == "applied":
+        status = "conflict" if any(c.status == "open" for c in new_conflicts) else "merged"
+    return ChangeOutcome(
+        result=EntityResult(
+            entity_id=state.entity_id,
+            status=status,
+            version=state.version,
+            conflict_ids=conflict_ids,
+        ),
+        errors=list(outcome.errors),
+    )

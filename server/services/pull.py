@@ -1,0 +1,338 @@
+"""Pull (PROTOCOL.md "Pull"): state-based, scoped, gap-safe pages of the change log.
+
+The cursor carries the change-log position the device has seen and the scope (wards, lists) it
+was served under. When the user's assignment changes, records of removed wards or lists come as
+`evict`, and added ones are back-filled by a paged snapshot of the log up to the cursor's position
+before the normal stream continues under the new scope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from schemas.sync import (
+    Change,
+    ConflictChangeOut,
+    EntityChangeOut,
+    FormChangeOut,
+    PullRequest,
+    PullResponse,
+)
+from server.auth import Principal
+from server.db.tables_forms import Form, FormVersion
+from server.db.tables_sync import ConflictRow, DeviceSync, Entity, OpLedger
+from server.errors import BadRequest, Forbidden
+from server.services import changes as change_log
+from server.services.conflicts import RESOLVER_ROLES, record_of
+from server.services.entity_lists import lists_for_role
+from server.services.entity_store import state_of
+from server.services.push import now_ms, server_hlc
+from server.settings import Settings
+from sync.cursor import (
+    Backfill,
+    Cursor,
+    CursorInvalid,
+    CursorWrongDevice,
+    decode_cursor,
+    encode_cursor,
+    scope_fingerprint,
+)
+
+CITY_WIDE = ("*",)
+READ_ALL_FORM_ROLES = {"admin", "supervisor", "viewer"}
+
+
+def _decode(value: Any) -> Any:
+    return msgspec.json.decode(value) if isinstance(value, str) else value
+
+
+async def pull(settings: Settings, principal: Principal, request: PullRequest) -> PullResponse:
+    if request.device_id != principal.device_id:
+        raise Forbidden("This token belongs to another device.", code="device_mismatch")
+    key = settings.secret_key.encode()
+    wards = CITY_WIDE if principal.city_wide else tuple(sorted(principal.wards))
+    lists = tuple(sorted(await lists_for_role(principal.role)))
+    fingerprint = scope_fingerprint(wards, principal.role, lists)
+    cursor: Cursor | None = None
+    if request.cursor is not None:
+        try:
+            cursor = decode_cursor(request.cursor, key, principal.device_id)
+        except CursorWrongDevice:
+            raise BadRequest(
+                "This cursor was issued to another device.", code="cursor_device_mismatch"
+            ) from None
+        except CursorInvalid:
+            raise BadRequest(
+                "The cursor is not valid; it must be sent back unchanged.", code="cursor_invalid"
+            ) from None
+
+    reset = None
+    if (
+        cursor is not None
+        and now_ms() - cursor.issued_at_ms > settings.log_retention_days * 86_400_000
+    ):
+        cursor, reset = None, "expired"  # the device re-snapshots and keeps its outbox
+
+    changes: list[Change] = []
+    backfill: Backfill | None = None
+    position = 0
+    if cursor is not None:
+        position = cursor.position
+        backfill = cursor.backfill
+        if cursor.scope != fingerprint:
+            changes.extend(await _evictions(cursor, wards, lists))
+            backfill = _grown(cursor, wards, lists) or backfill
+    budget = _Budget(request.max_items, request.max_bytes)
+    budget.spend_all(changes)
+    include_conflicts = principal.role in RESOLVER_ROLES
+    form_roles = await _form_roles()
+
+    if backfill is not None:
+        rows = await change_log.read(
+            int(backfill.after or 0),
+            wards=None if backfill.wards == CITY_WIDE else backfill.wards,
+            lists=backfill.lists,
+            include_conflicts=include_conflicts,
+            limit=budget.items_left + 1,
+            through=backfill.through_position,
+        )
+        served, done = await _render(rows, principal, form_roles, budget)
+        changes.extend(served.changes)
+        backfill = (
+            None
+            if done
+            else msgspec.structs.replace(
+                backfill, after=str(served.last_position or backfill.after or 0)
+            )
+        )
+    has_more = backfill is not None
+    if backfill is None and budget.items_left > 0:
+        rows = await change_log.read(
+            position,
+            wards=None if wards == CITY_WIDE else wards,
+            lists=lists,
+            include_conflicts=include_conflicts,
+            limit=budget.items_left + 1,
+        )
+        served, done = await _render(rows, principal, form_roles, budget)
+        changes.extend(served.changes)
+        position = served.last_position or position
+        has_more = not done
+    elif backfill is None:
+        has_more = True
+
+    new_cursor = Cursor(
+        device_id=principal.device_id,
+        position=position,
+        scope=fingerprint,
+        issued_at_ms=now_ms(),
+        backfill=backfill,
+        wards=wards,
+        lists=lists,
+    )
+    return PullResponse(
+        cursor=encode_cursor(new_cursor, key),
+        has_more=has_more,
+        server_hlc=server_hlc(),
+        acked_through=await _acked_through(
+            principal.device_id, position if backfill is None else 0
+        ),
+        reset=reset,
+        changes=changes,
+    )
+
+
+class _Budget:
+    def __init__(self, items: int, size: int) -> None:
+        self.items_left, self.bytes_left = items, size
+
+    def fits(self, change: Change, *, first: bool) -> bool:
+        size = len(msgspec.json.encode(change))
+        if not first and (self.items_left <= 0 or size > self.bytes_left):
+            return False
+        self.items_left -= 1
+        self.bytes_left -= size
+        return True
+
+    def spend_all(self, changes: list[Change]) -> None:
+        for change in changes:
+            self.bytes_left -= len(msgspec.json.encode(change))
+
+
+class _Served(msgspec.Struct):
+    changes: list[Change]
+    last_position: int | None
+
+
+async def _render(
+    rows: list[dict[str, Any]],
+    principal: Principal,
+    form_roles: dict[str, list[str]],
+    budget: _Budget,
+) -> tuple[_Served, bool]:
+    """Turn log rows into current-state changes within the budget; says whether the log is done."""
+    limit = budget.items_left
+    page = rows[:limit]
+    entities = await _entities([r["record_id"] for r in page if r["kind"] == "entity"])
+    conflicts = await _conflicts([r["record_id"] for r in page if r["kind"] == "conflict"])
+    forms = await _forms([r["record_id"] for r in page if r["kind"] == "form"])
+    served: list[Change] = []
+    last = None
+    for row in page:
+        change = _change_for(row, entities, conflicts, forms, principal, form_roles)
+        if change is not None and not budget.fits(change, first=not served):
+            return _Served(served, last), False
+        if change is not None:
+            served.append(change)
+        last = int(row["position"])
+    return _Served(served, last), len(rows) <= limit
+
+
+def _change_for(
+    row: dict[str, Any],
+    entities: dict[str, EntityChangeOut],
+    conflicts: dict[str, ConflictChangeOut],
+    forms: dict[str, FormChangeOut],
+    principal: Principal,
+    form_roles: dict[str, list[str]],
+) -> Change | None:
+    kind, record_id = row["kind"], row["record_id"]
+    if kind == "entity":
+        return entities.get(record_id)
+    if kind == "conflict":
+        return conflicts.get(record_id)
+    if kind == "evict":
+        entity_id = record_id.split("@", 1)[0]
+        return EntityChangeOut(list=row["list"], id=entity_id, version=0, evict=True)
+    if kind == "form":
+        if principal.role in READ_ALL_FORM_ROLES or principal.role in form_roles.get(record_id, []):
+            return forms.get(record_id)
+    return None
+
+
+async def _entities(ids: list[str]) -> dict[str, EntityChangeOut]:
+    if not ids:
+        return {}
+    rows = await Entity.select().where(Entity.entity_id.is_in(ids))
+    open_props: dict[str, list[str]] = {}
+    for c in await ConflictRow.select(ConflictRow.entity_id, ConflictRow.property).where(
+        ConflictRow.entity_id.is_in(ids), ConflictRow.status == "open"
+    ):
+        open_props.setdefault(c["entity_id"], []).append(c["property"] or "@entity")
+    out = {}
+    for row in rows:
+        state = state_of(row)
+        out[state.entity_id] = EntityChangeOut(
+            list=state.list,
+            id=state.entity_id,
+            version=state.version,
+            deleted=state.deleted,
+            label=state.label,
+            properties=state.properties,
+            conflicted=sorted(set(open_props.get(state.entity_id, []))),
+        )
+    return out
+
+
+async def _conflicts(ids: list[str]) -> dict[str, ConflictChangeOut]:
+    if not ids:
+        return {}
+    rows = await ConflictRow.select().where(ConflictRow.id.is_in(ids))
+    return {r["id"]: ConflictChangeOut(**msgspec.structs.asdict(record_of(r))) for r in rows}
+
+
+async def _forms(ids: list[str]) -> dict[str, FormChangeOut]:
+    if not ids:
+        return {}
+    out = {}
+    for form in await Form.select().where(
+        Form.form_id.is_in(ids), Form.current_version.is_not_null()
+    ):
+        version = (
+            await FormVersion.select(FormVersion.hash)
+            .where(FormVersion.key == f"{form['form_id']}@{form['current_version']}")
+            .first()
+        )
+        if version is not None:
+            out[form["form_id"]] = FormChangeOut(
+                form_id=form["form_id"],
+                version=form["current_version"],
+                state=form["state"],
+                hash=version["hash"],
+            )
+    return out
+
+
+async def _form_roles() -> dict[str, list[str]]:
+    return {r["form_id"]: _decode(r["roles"]) for r in await Form.select(Form.form_id, Form.roles)}
+
+
+async def _evictions(
+    cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]
+) -> list[Change]:
+    """Records the device holds that left its scope: drop the local copy (not a delete)."""
+    old_wards, old_lists = tuple(cursor.wards), tuple(cursor.lists)
+    removed_lists = [name for name in old_lists if name not in lists]
+    removed_wards = [] if wards == CITY_WIDE else [w for w in old_wards if w not in wards]
+    if old_wards == CITY_WIDE and wards != CITY_WIDE:
+        query = Entity.select(Entity.entity_id, Entity.list).where(
+            Entity.ward_code.not_in(list(wards) or ["-"])
+        )
+    elif removed_wards:
+        query = Entity.select(Entity.entity_id, Entity.list).where(
+            Entity.ward_code.is_in(removed_wards)
+        )
+    else:
+        query = None
+    evicted: dict[str, EntityChangeOut] = {}
+    if query is not None:
+        for row in await query.where(Entity.list.is_in(list(old_lists) or ["-"])):
+            evicted[row["entity_id"]] = EntityChangeOut(
+                list=row["list"], id=row["entity_id"], version=0, evict=True
+            )
+    if removed_lists:
+        scope = Entity.select(Entity.entity_id, Entity.list).where(Entity.list.is_in(removed_lists))
+        if old_wards != CITY_WIDE:
+            scope = scope.where(Entity.ward_code.is_in(list(old_wards) or ["-"]))
+        for row in await scope:
+            evicted[row["entity_id"]] = EntityChangeOut(
+                list=row["list"], id=row["entity_id"], version=0, evict=True
+            )
+    return list(evicted.values())
+
+
+def _grown(cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]) -> Backfill | None:
+    """What the device must be back-filled with: the new part of its scope, up to its position."""
+    old_wards, old_lists = tuple(cursor.wards), tuple(cursor.lists)
+    added_wards = (
+        wards
+        if (wards == CITY_WIDE and old_wards != CITY_WIDE)
+        else tuple(w for w in wards if w not in old_wards and old_wards != CITY_WIDE)
+    )
+    added_lists = tuple(name for name in lists if name not in old_lists)
+    if not added_wards and not added_lists:
+        return None
+    # New wards need every list; new lists need every ward. A second back-fill replaces the first:
+    # its range (position 0 up to the cursor) covers what the first had left.
+    if added_lists:
+        return Backfill(wards=wards, lists=lists, through_position=cursor.position, after=None)
+    return Backfill(wards=added_wards, lists=lists, through_position=cursor.position, after=None)
+
+
+async def _acked_through(device_id: str, position: int) -> int:
+    """Highest op_seq of this device whose effects are all inside the state served so far."""
+    state = (
+        await DeviceSync.select(DeviceSync.last_op_seq)
+        .where(DeviceSync.device_id == device_id)
+        .first()
+    )
+    last = int(state["last_op_seq"]) if state else 0
+    pending = (
+        await OpLedger.select(OpLedger.op_seq)
+        .where(OpLedger.device_id == device_id, OpLedger.max_position > position)
+        .order_by(OpLedger.op_seq)
+        .first()
+    )
+    return int(pending["op_seq"]) - 1 if pending else last

@@ -1,0 +1,121 @@
+"""Building protocol messages for the sync tests (raw HTTP, no reference client)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.helpers import Session
+
+INSPECTION_DATA = {
+    "est_name": "Karaoke Hoa Mai",
+    "kind": "karaoke",
+    "address": "12 Phố Huế",
+    "risk_class": "high",
+    "managed": "yes",
+    "inspection_date": "2026-02-20",
+    "result": "violation_found",
+    "violations": ["no_licence", "opening_hours"],
+}
+
+
+def hlc(offset_ms: int = 0, node: str = "dev") -> str:
+    return f"{int(time.time() * 1000) + offset_ms:013d}:00000:{node}"
+
+
+@dataclass
+class Device:
+    """A minimal device: keeps its op_seq and cursor, builds ops."""
+
+    http: httpx.AsyncClient
+    session: Session
+    next_seq: int = 1
+    cursor: str | None = None
+    store: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.session.headers
+
+    def inspection(
+        self,
+        ward: str,
+        *,
+        entity_id: str | None = None,
+        action: str = "create",
+        base_version: int = 0,
+        properties: dict[str, Any] | None = None,
+        base_properties: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+        form_version: str = "2026010101",
+    ) -> dict[str, Any]:
+        entity_id = entity_id or str(uuid.uuid4())
+        change: dict[str, Any] = {
+            "list": "establishments",
+            "entity_id": entity_id,
+            "action": action,
+            "base_version": base_version,
+            "properties": properties or {},
+        }
+        if base_properties is not None:
+            change["base_properties"] = base_properties
+        op = {
+            "op_seq": self.next_seq,
+            "op_id": str(uuid.uuid4()),
+            "hlc": hlc(node=self.session.device_id[:8]),
+            "kind": "submission",
+            "submission": {
+                "instance_id": str(uuid.uuid4()),
+                "form_id": "inspection",
+                "form_version": form_version,
+                "captured_at": "2026-02-20T03:00:00Z",
+                "ward_code": ward,
+                "data": {"ward_code": ward, **INSPECTION_DATA, **(data or {})},
+                "attachments": attachments or [],
+                "entities": [change],
+            },
+        }
+        self.next_seq += 1
+        return op
+
+    async def push(self, *ops: dict[str, Any]) -> httpx.Response:
+        return await self.http.post(
+            "/api/v1/sync/push",
+            json={"protocol": 1, "device_id": self.session.device_id, "ops": list(ops)},
+            headers=self.headers,
+        )
+
+    async def pull(self, **extra: Any) -> dict[str, Any]:
+        response = await self.http.post(
+            "/api/v1/sync/pull",
+            json={
+                "protocol": 1,
+                "device_id": self.session.device_id,
+                "cursor": self.cursor,
+                **extra,
+            },
+            headers=self.headers,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        self.cursor = body["cursor"]
+        for change in body["changes"]:
+            if change["type"] == "entity":
+                if change["evict"]:
+                    self.store.pop(change["id"], None)
+                elif change["version"] > self.store.get(change["id"], {}).get("version", 0):
+                    self.store[change["id"]] = change
+        return body
+
+    async def pull_all(self) -> list[dict[str, Any]]:
+        changes = []
+        while True:
+            body = await self.pull()
+            changes.extend(body["changes"])
+            if not body["has_more"]:
+                return changes

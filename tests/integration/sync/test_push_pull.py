@@ -1,0 +1,293 @@
+"""Push and pull over HTTP on both databases: exactly-once, gaps, scope, conflicts, bad input."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+
+from server.db.tables_sync import Submission
+from tests.helpers import BA_DINH, HOAN_KIEM, Api, assert_problem
+from tests.integration.sync.helpers import Device, hlc
+
+pytestmark = pytest.mark.db
+
+
+async def device(api: Api, role: str = "inspector", wards: list[str] | None = None) -> Device:
+    return Device(api.http, await api.user_session(role, wards or [HOAN_KIEM]))
+
+
+async def test_push_creates_an_entity_and_pull_returns_it(api: Api) -> None:
+    tablet = await device(api)
+    op = tablet.inspection(
+        HOAN_KIEM, properties={"business_name": "Karaoke Sao Mai", "kind": "karaoke"}
+    )
+    response = await tablet.push(op)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["last_op_seq"] == 1
+    result = body["results"][0]
+    assert result["status"] == "applied", result
+    entity_id = op["submission"]["entities"][0]["entity_id"]
+    assert result["entities"] == [
+        {"entity_id": entity_id, "status": "applied", "version": 1, "conflict_ids": []}
+    ]
+
+    changes = await tablet.pull_all()
+    entity = next(c for c in changes if c["type"] == "entity" and c["id"] == entity_id)
+    assert entity["properties"]["business_name"] == "Karaoke Sao Mai"
+    assert entity["properties"]["ward_code"] == HOAN_KIEM
+    assert any(c["type"] == "form" and c["form_id"] == "inspection" for c in changes)
+
+
+async def test_replays_are_duplicates_and_gaps_stop(api: Api) -> None:
+    tablet = await device(api)
+    first, second = tablet.inspection(HOAN_KIEM), tablet.inspection(HOAN_KIEM)
+    assert (await tablet.push(first)).json()["last_op_seq"] == 1
+    # The response was lost: the device sends op 1 again with op 2.
+    replay = (await tablet.push(first, second)).json()
+    assert [r["status"] for r in replay["results"]] == ["duplicate", "applied"]
+    assert (
+        replay["results"][0]["entities"][0]["entity_id"]
+        == first["submission"]["entities"][0]["entity_id"]
+    )
+    assert replay["last_op_seq"] == 2
+    # A gap: op 4 without op 3 is not applied; the answer says where to resend from.
+    tablet.next_seq = 4
+    gap = (await tablet.push(tablet.inspection(HOAN_KIEM))).json()
+    assert gap["last_op_seq"] == 2 and gap["results"] == []
+    count = await Submission.count().where(Submission.device_id == tablet.session.device_id)
+    assert count == 2
+
+
+async def test_rejected_op_consumes_its_seq_and_keeps_the_data(api: Api) -> None:
+    tablet = await device(api)
+    bad = tablet.inspection(HOAN_KIEM, data={"kind": "casino"})
+    unknown_version = tablet.inspection(HOAN_KIEM, form_version="1999")
+    other_ward = tablet.inspection(BA_DINH)
+    good = tablet.inspection(HOAN_KIEM)
+    body = (await tablet.push(bad, unknown_version, other_ward, good)).json()
+    assert body["last_op_seq"] == 4
+    statuses = [(r["status"], [e["code"] for e in r["errors"]]) for r in body["results"]]
+    assert statuses[0][0] == "rejected" and "unknown_choice" in statuses[0][1]
+    assert statuses[1] == ("rejected", ["form_version_unknown"])
+    assert statuses[2] == ("rejected", ["ward_forbidden"])
+    assert statuses[3] == ("applied", [])
+    kept = await Submission.select(Submission.status).where(
+        Submission.device_id == tablet.session.device_id
+    )
+    assert sorted(r["status"] for r in kept) == ["accepted", "rejected", "rejected", "rejected"]
+
+
+async def test_instance_id_reuse(api: Api) -> None:
+    tablet = await device(api)
+    op = tablet.inspection(HOAN_KIEM)
+    await tablet.push(op)
+    same = {**op, "op_seq": 2, "op_id": str(uuid.uuid4())}
+    tablet.next_seq = 3
+    different = msgspec.json.decode(msgspec.json.encode(same))
+    different.update(op_seq=3, op_id=str(uuid.uuid4()))
+    different["submission"]["data"]["address"] = "somewhere else"
+    body = (await tablet.push(same, different)).json()
+    assert body["results"][0]["status"] == "applied"
+    assert body["results"][1]["status"] == "rejected"
+    assert body["results"][1]["errors"][0]["code"] == "instance_id_reused"
+
+
+async def test_concurrent_edits_make_a_conflict_for_the_supervisor(api: Api) -> None:
+    a, b = await device(api), await device(api)
+    supervisor = await device(api, "supervisor")
+    create = a.inspection(HOAN_KIEM, properties={"business_name": "Quán X", "risk_class": "low"})
+    entity_id = create["submission"]["entities"][0]["entity_id"]
+    await a.push(create)
+    base = {"risk_class": "low"}
+    edit_a = a.inspection(
+        HOAN_KIEM,
+        entity_id=entity_id,
+        action="update",
+        base_version=1,
+        properties={"risk_class": "high"},
+        base_properties=base,
+    )
+    edit_b = b.inspection(
+        HOAN_KIEM,
+        entity_id=entity_id,
+        action="update",
+        base_version=1,
+        properties={"risk_class": "medium"},
+        base_properties=base,
+    )
+    assert (await a.push(edit_a)).json()["results"][0]["entities"][0]["status"] == "applied"
+    second = (await b.push(edit_b)).json()["results"][0]["entities"][0]
+    assert second["status"] == "conflict" and len(second["conflict_ids"]) == 1
+    conflict_id = second["conflict_ids"][0]
+
+    listed = await api.http.get("/api/v1/conflicts?status=open", headers=supervisor.headers)
+    record = next(c for c in listed.json() if c["id"] == conflict_id)
+    assert record["property"] == "risk_class" and record["kind"] == "concurrent_update"
+    assert sorted(c["value"] for c in record["candidates"]) == ["high", "medium"]
+    # Supervisors get conflicts in pull; workers do not.
+    assert any(
+        c["type"] == "conflict" and c["id"] == conflict_id for c in await supervisor.pull_all()
+    )
+    assert not any(c["type"] == "conflict" for c in await a.pull_all())
+    assert assert_problem(
+        await api.http.get("/api/v1/conflicts", headers=a.headers), 403, "role_forbidden"
+    )
+
+    choice = next(i for i, c in enumerate(record["candidates"]) if c["value"] == "medium")
+    resolution = {"choice": choice, "resolution_id": str(uuid.uuid4())}
+    url = f"/api/v1/conflicts/{conflict_id}/resolve"
+    done = await api.http.post(url, json=resolution, headers=supervisor.headers)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "resolved" and done.json()["chosen"] == "medium"
+    again = await api.http.post(url, json=resolution, headers=supervisor.headers)
+    assert again.status_code == 200 and again.json() == done.json()
+    other = await api.http.post(
+        url, json={"choice": 0, "resolution_id": str(uuid.uuid4())}, headers=supervisor.headers
+    )
+    assert_problem(other, 409, "stale")
+    entity = next(c for c in await a.pull_all() if c.get("id") == entity_id)
+    assert entity["properties"]["risk_class"] == "medium" and entity["conflicted"] == []
+
+
+async def test_scope_workers_see_only_their_wards(api: Api) -> None:
+    hk, bd = await device(api, wards=[HOAN_KIEM]), await device(api, wards=[BA_DINH])
+    op_hk = hk.inspection(HOAN_KIEM)
+    op_bd = bd.inspection(BA_DINH)
+    await hk.push(op_hk)
+    await bd.push(op_bd)
+    seen_hk = {c["id"] for c in await hk.pull_all() if c["type"] == "entity"}
+    assert op_hk["submission"]["entities"][0]["entity_id"] in seen_hk
+    assert op_bd["submission"]["entities"][0]["entity_id"] not in seen_hk
+    # Editing an entity of another ward is refused as if it did not exist.
+    sneaky = bd.inspection(
+        BA_DINH,
+        entity_id=op_hk["submission"]["entities"][0]["entity_id"],
+        action="update",
+        base_version=1,
+        properties={"risk_class": "low"},
+        base_properties={"risk_class": "high"},
+    )
+    result = (await bd.push(sneaky)).json()["results"][0]
+    assert result["entities"][0]["status"] == "rejected"
+
+
+async def test_reassignment_evicts_and_backfills(api: Api) -> None:
+    worker = await api.create_user("inspector", [HOAN_KIEM])
+    from tests.helpers import PASSWORD, login
+
+    session = await login(api.http, worker["username"], PASSWORD)
+    tablet = Device(api.http, session)
+    other = await device(api, wards=[BA_DINH])
+    mine, theirs = tablet.inspection(HOAN_KIEM), other.inspection(BA_DINH)
+    await tablet.push(mine)
+    await other.push(theirs)
+    await tablet.pull_all()
+    mine_id = mine["submission"]["entities"][0]["entity_id"]
+    theirs_id = theirs["submission"]["entities"][0]["entity_id"]
+    assert mine_id in tablet.store and theirs_id not in tablet.store
+    await api.http.patch(
+        f"/api/v1/users/{worker['id']}", json={"wards": [BA_DINH]}, headers=api.admin.headers
+    )
+    await tablet.pull_all()
+    assert mine_id not in tablet.store, "left scope: evicted"
+    assert theirs_id in tablet.store, "came into scope: back-filled"
+
+
+async def test_bad_input_is_a_problem_and_applies_nothing(api: Api) -> None:
+    tablet = await device(api)
+    op = tablet.inspection(HOAN_KIEM)
+    url = "/api/v1/sync/push"
+    cases = [
+        (
+            {"protocol": 1, "device_id": tablet.session.device_id, "ops": [{"op_seq": 1}]},
+            400,
+            "validation_failed",
+        ),
+        (
+            {"protocol": 2, "device_id": tablet.session.device_id, "ops": [op]},
+            400,
+            "validation_failed",
+        ),
+        ({"protocol": 1, "device_id": str(uuid.uuid4()), "ops": [op]}, 403, "device_mismatch"),
+        (
+            {"protocol": 1, "device_id": tablet.session.device_id, "ops": [op] * 501},
+            400,
+            "validation_failed",
+        ),
+        (
+            {
+                "protocol": 1,
+                "device_id": tablet.session.device_id,
+                "ops": [{**op, "hlc": hlc(10 * 60_000)}],
+            },
+            400,
+            "clock_skew",
+        ),
+    ]
+    for body, status, code in cases:
+        assert_problem(await api.http.post(url, json=body, headers=tablet.headers), status, code)
+    assert_problem(
+        await api.http.post(
+            url,
+            content=b"\x00garbage",
+            headers={**tablet.headers, "content-type": "application/json"},
+        ),
+        400,
+        "malformed_body",
+    )
+    assert await Submission.count().where(Submission.device_id == tablet.session.device_id) == 0
+    # Cursors: tampered, and another device's.
+    await tablet.pull()
+    token = tablet.cursor
+    assert token is not None
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    pull = "/api/v1/sync/pull"
+    problem = await api.http.post(
+        pull,
+        json={"protocol": 1, "device_id": tablet.session.device_id, "cursor": tampered},
+        headers=tablet.headers,
+    )
+    assert_problem(problem, 400, "cursor_invalid")
+    other = await device(api)
+    stolen = await api.http.post(
+        pull,
+        json={"protocol": 1, "device_id": other.session.device_id, "cursor": token},
+        headers=other.headers,
+    )
+    assert_problem(stolen, 400, "cursor_device_mismatch")
+
+
+async def test_msgpack_round_trip(api: Api) -> None:
+    tablet = await device(api)
+    body = msgspec.msgpack.encode(
+        {
+            "protocol": 1,
+            "device_id": tablet.session.device_id,
+            "ops": [tablet.inspection(HOAN_KIEM)],
+        }
+    )
+    response = await api.http.post(
+        "/api/v1/sync/push",
+        content=body,
+        headers={
+            **tablet.headers,
+            "content-type": "application/msgpack",
+            "accept": "application/msgpack",
+        },
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "application/msgpack"
+    assert msgspec.msgpack.decode(response.content)["results"][0]["status"] == "applied"
+
+
+async def test_acked_through(api: Api) -> None:
+    tablet = await device(api)
+    await tablet.push(tablet.inspection(HOAN_KIEM), tablet.inspection(HOAN_KIEM))
+    first = await tablet.pull(max_items=1)
+    assert first["has_more"] is True
+    rest = await tablet.pull_all()
+    assert rest is not None
+    final = await tablet.pull()
+    assert final["acked_through"] == 2
