@@ -31,7 +31,7 @@ from schemas.forms import (
     ValidationResult,
 )
 from server.auth import Principal
-from server.db.engine import transaction
+from server.db.engine import current_engine, transaction
 from server.db.tables_forms import Form, FormVersion
 from server.errors import BadRequest, Conflict, NotFound
 from server.services import audit
@@ -49,6 +49,9 @@ TEMPLATE_ROLES: dict[str, list[str]] = {
     "communication_event": ["supervisor", "outreach", "trainer"],
     "tip_intake": ["supervisor", "inspector"],
 }
+# Published versions never change, so their parsed specs are kept (push validates every op).
+PUBLISHED_SPEC_CACHE_SIZE = 256
+_published_specs: dict[tuple[int, str], FormSpec] = {}
 # Admins, supervisors and viewers read every form version; field roles read the forms they fill.
 READ_ALL_ROLES = {"admin", "supervisor", "viewer"}
 
@@ -269,16 +272,22 @@ async def get_spec(principal: Principal | None, form_id: str, version: str) -> F
     form = await _form_row(form_id)
     if principal is not None and not _may_read(principal, form):
         raise NotFound(f"There is no form {form_id!r}.", code="form_unknown")
-    row = await (
-        FormVersion.select(FormVersion.spec)
-        .where(FormVersion.key == _version_key(form_id, version))
-        .first()
-    )
-    if row is None:
-        raise NotFound(
-            f"Form {form_id!r} has no published version {version!r}.", code="form_version_unknown"
+    cache_key = (id(current_engine()), _version_key(form_id, version))
+    spec = _published_specs.get(cache_key)
+    if spec is None:
+        row = await (
+            FormVersion.select(FormVersion.spec).where(FormVersion.key == cache_key[1]).first()
         )
-    return _decode(row["spec"], FormSpec)
+        if row is None:
+            raise NotFound(
+                f"Form {form_id!r} has no published version {version!r}.",
+                code="form_version_unknown",
+            )
+        spec = _decode(row["spec"], FormSpec)
+        if len(_published_specs) >= PUBLISHED_SPEC_CACHE_SIZE:
+            _published_specs.pop(next(iter(_published_specs)))
+        _published_specs[cache_key] = spec
+    return spec
 
 
 async def get_xform(principal: Principal, form_id: str, version: str) -> str:
