@@ -291,3 +291,16 @@ async def test_acked_through(api: Api) -> None:
     assert rest is not None
     final = await tablet.pull()
     assert final["acked_through"] == 2
+
+
+async def test_concurrent_pushes_of_one_device_apply_once(api: Api) -> None:
+    import asyncio
+
+    tablet = await device(api)
+    ops = [tablet.inspection(HOAN_KIEM) for _ in range(5)]
+    first, second = await asyncio.gather(tablet.push(*ops), tablet.push(*ops))
+    bodies = [first.json(), second.json()]
+    assert all(b["last_op_seq"] == 5 for b in bodies)
+    statuses = sorted(tuple(r["status"] for r in b["results"]) for b in bodies)
+    assert statuses == [("applied",) * 5, ("duplicate",) * 5]
+    assert await Submission.count().where(Submission.device_id == tablet.session.device_id) == 5
