@@ -11,6 +11,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import jwt
@@ -26,8 +27,13 @@ AUDIENCE = "fieldsync-api"
 ALGORITHM = "HS256"  # pinned: decode never trusts the token's own "alg" header
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verified when the username does not exist, so a miss costs the same time as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified when the username does not exist, so a miss costs the same time as a wrong password.
+    Made on first use: hashing costs about 0.4 s, which start-up should not pay."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -36,7 +42,9 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return (
+            _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
