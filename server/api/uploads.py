@@ -68,15 +68,15 @@ def _runtime(request: Request[Any, Any, Any]) -> UploadRuntime:
         runtime = state.upload_runtime = UploadRuntime(
             expiry=state.get("upload_expiry") or uploads.UPLOAD_EXPIRY
         )
-    return runtime  # type: ignore[no-any-return]
+    return runtime
 
 
 def _store(request: Request[Any, Any, Any]) -> BlobStore:
-    return request.app.state.blob_store  # type: ignore[no-any-return]
+    return request.app.state.blob_store
 
 
 def _settings(request: Request[Any, Any, Any]) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def _require_tus(request: Request[Any, Any, Any]) -> None:
@@ -176,7 +176,9 @@ class UploadController(Controller):
         upload_id: FromPath[str],
     ) -> Response[None]:
         _require_tus(request)
-        view = await uploads.get_upload(principal, upload_id, store=_store(request))
+        view = await uploads.get_upload(
+            principal, upload_id, store=_store(request), runtime=_runtime(request)
+        )
         return Response(content=None, status_code=200, headers=_upload_headers(view))
 
     @route(

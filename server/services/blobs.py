@@ -11,7 +11,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import msgspec
 
@@ -261,12 +260,3 @@ async def collect_garbage(
         len(report.stray_objects),
     )
     return report
-
-
-def to_builtins(report: GarbageReport) -> dict[str, Any]:
-    return {
-        "blobs": report.blobs,
-        "uploads": report.uploads,
-        "staging": report.staging,
-        "stray_objects": report.stray_objects,
-    }

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -106,6 +107,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _loaded(value: Any) -> Any:
+    # Piccolo hands JSON columns back as text unless asked otherwise.
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _view(row: Mapping[str, Any]) -> UploadView:
     return UploadView(
         id=row["id"],
@@ -179,7 +185,7 @@ async def create_upload(
         )
     filename = (metadata.get("filename") or metadata.get("name") or "")[:255]
     now = _now()
-    row = {
+    row: dict[str, Any] = {
         "id": secrets.token_hex(16),
         "user_id": principal.user_id,
         "sha256": sha256,
@@ -233,8 +239,13 @@ async def _complete_empty(row: dict[str, Any]) -> UploadView:
     return _view(row)
 
 
-async def get_upload(principal: Principal, upload_id: str, *, store: BlobStore) -> UploadView:
-    row = await _usable_row(principal, upload_id, store)
+async def get_upload(
+    principal: Principal, upload_id: str, *, store: BlobStore, runtime: UploadRuntime
+) -> UploadView:
+    # Waits for a PATCH in flight (one cut mid-body still commits what arrived) so the offset
+    # a resuming client reads is the one its next PATCH must use.
+    async with runtime.lock(upload_id):
+        row = await _usable_row(principal, upload_id, store)
     return _view(row)
 
 
@@ -376,7 +387,7 @@ async def _stage_body(
         await Upload.update({Upload.staging: handle}).where(Upload.id == upload_id).run()
         row["staging"] = handle
     committed = _Progress(
-        parts=[StagedPart(number=n, size=s, etag=e) for n, s, e in row["parts"]],
+        parts=[StagedPart(number=n, size=s, etag=e) for n, s, e in _loaded(row["parts"])],
         tail_size=row["tail_size"],
         sniffed_type=row["sniffed_type"],
     )
@@ -433,7 +444,7 @@ async def _stage_body(
                 await stage_part(part)
                 # The last part is committed by completion, so HEAD never shows a finished
                 # offset for an upload that is not readable yet.
-                if checksum is None and progress.received < length:
+                if checksum is None and progress.received < length:  # tail_size is 0 here
                     await commit()
     except ClientDisconnected:
         disconnected = True  # keep what arrived: the client resumes from HEAD's offset
@@ -442,7 +453,8 @@ async def _stage_body(
             raise ChecksumMismatch(
                 "The chunk does not match its Upload-Checksum; send it again.",
             )
-    if progress.received + len(buffer) == length and length > 0:
+    # The buffer starts with the committed tail, so staged parts plus the buffer is everything.
+    if sum(part.size for part in progress.parts) + len(buffer) == length and length > 0:
         if buffer:
             await stage_part(bytes(buffer))
         return await _complete(row, progress, hasher, store, runtime)

@@ -1,0 +1,222 @@
+"""Downloads only for who may see a referencing submission; check, status, and garbage collection."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from litestar import Litestar
+
+from server.blobstore_s3 import S3BlobStore
+from server.db.tables_blobs import Blob
+from server.db.tables_sync import SubmissionAttachment
+from server.services.blobs import attachment_status, collect_garbage, missing_blobs
+from tests.conftest import Backend
+from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session, assert_problem
+from tests.integration.uploads.helpers import (
+    MiB,
+    Tus,
+    blob_row,
+    png,
+    read_blob,
+    sha256_hex,
+    staging_left,
+)
+
+
+async def reference(sha256: str, ward_code: str, instance_id: str | None = None) -> str:
+    """A submission's attachment row, as push writes it (push is another issue's endpoint)."""
+    instance_id = instance_id or f"uuid:{uuid.uuid4()}"
+    await SubmissionAttachment.insert(
+        SubmissionAttachment(
+            instance_id=instance_id,
+            sha256=sha256,
+            name="photo.png",
+            size=1,
+            content_type="image/png",
+            ward_code=ward_code,
+        )
+    ).run()
+    return instance_id
+
+
+async def test_download_is_for_the_uploader_and_those_who_see_a_reference(
+    tus: Tus, api: Api, client: httpx.AsyncClient
+) -> None:
+    data = png(300_000)
+    sha = sha256_hex(data)
+    await tus.upload(data)
+    colleague = await api.user_session("supervisor", [HOAN_KIEM])
+    other_ward = await api.user_session("outreach", [BA_DINH])
+    city = await api.user_session("viewer", ["*"])
+    url = f"/api/v1/blobs/{sha}"
+
+    own = await client.get(url, headers=tus.token_headers)
+    assert own.status_code == 200
+    assert own.content == data
+    assert own.headers["content-type"] == "image/png"
+    assert_problem(await client.get(url, headers=colleague.headers), 404, "blob_not_found")
+
+    await reference(sha, HOAN_KIEM)
+
+    assert (await client.get(url, headers=colleague.headers)).content == data
+    assert (await client.get(url, headers=city.headers)).content == data
+    hidden = await client.get(url, headers=other_ward.headers)
+    unknown = await client.get(f"/api/v1/blobs/{'0' * 64}", headers=other_ward.headers)
+    assert_problem(hidden, 404, "blob_not_found")
+    assert hidden.json() == unknown.json()  # existence is not revealed
+    assert_problem(await client.get(url), 401, "token_missing")
+
+
+async def test_local_download_honours_range(tus: Tus, client: httpx.AsyncClient) -> None:
+    data = png(2 * MiB + 17)
+    sha = sha256_hex(data)
+    await tus.upload(data)
+    url = f"/api/v1/blobs/{sha}"
+
+    middle = await client.get(url, headers={**tus.token_headers, "Range": "bytes=1000-1999"})
+    suffix = await client.get(url, headers={**tus.token_headers, "Range": "bytes=-10"})
+    beyond = await client.get(url, headers={**tus.token_headers, "Range": f"bytes={len(data)}-"})
+
+    assert middle.status_code == 206
+    assert middle.content == data[1000:2000]
+    assert middle.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+    assert suffix.content == data[-10:]
+    assert_problem(beyond, 416, "range_not_satisfiable")
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+
+
+async def test_check_lists_what_is_missing(tus: Tus, client: httpx.AsyncClient) -> None:
+    data = png(5000)
+    await tus.upload(data)
+    absent = sha256_hex(b"not uploaded yet")
+
+    response = await client.post(
+        "/api/v1/blobs/check",
+        json={"sha256": [sha256_hex(data), absent, absent]},
+        headers=tus.token_headers,
+    )
+    bad = await client.post(
+        "/api/v1/blobs/check", json={"sha256": ["NOT-HEX"]}, headers=tus.token_headers
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"missing": [absent]}
+    assert_problem(bad, 400, "validation_failed")
+    assert await missing_blobs([absent, sha256_hex(data)]) == [absent]
+
+
+async def test_attachment_status_counts_received_files(tus: Tus, db: Backend) -> None:
+    files = [png(3000), png(4000), png(5000)]
+    instance = await reference(sha256_hex(files[0]), HOAN_KIEM)
+    for data in files[1:]:
+        await reference(sha256_hex(data), HOAN_KIEM, instance)
+    await tus.upload(files[0])
+    await tus.upload(files[2])
+
+    status = await attachment_status(instance)
+
+    assert (status.expected, status.received) == (3, 2)
+    assert status.missing == [sha256_hex(files[1])]
+
+
+async def test_gc_removes_unreferenced_old_blobs_and_abandoned_uploads(
+    tus: Tus, db: Backend
+) -> None:
+    store = db.app.state.blob_store
+    kept, dropped = png(3000), png(3000)
+    await tus.upload(kept)
+    await tus.upload(dropped)
+    await reference(sha256_hex(kept), HOAN_KIEM)
+    abandoned = png(6 * MiB)
+    location = (await tus.create(len(abandoned), sha256_hex(abandoned))).headers["location"]
+    await tus.patch(location, 0, abandoned[: 5 * MiB + 1])
+    later = datetime.now(UTC) + timedelta(days=10)
+
+    plan = await collect_garbage(store, grace=timedelta(hours=1), dry_run=True, now=later)
+    assert sha256_hex(dropped) in plan.blobs
+    assert sha256_hex(kept) not in plan.blobs
+    assert location.rsplit("/", 1)[1] in plan.uploads
+    assert await store.exists(sha256_hex(dropped))  # a dry run removes nothing
+
+    await collect_garbage(store, grace=timedelta(hours=1), dry_run=False, now=later)
+
+    assert not await store.exists(sha256_hex(dropped))
+    assert await blob_row(sha256_hex(dropped)) is None
+    assert await read_blob(store, sha256_hex(kept)) == kept
+    assert await staging_left(store, location) == []
+
+
+async def test_gc_keeps_recent_blobs(tus: Tus, db: Backend) -> None:
+    data = png(2000)
+    await tus.upload(data)
+
+    plan = await collect_garbage(db.app.state.blob_store, grace=timedelta(hours=1), dry_run=True)
+
+    assert sha256_hex(data) not in plan.blobs
+
+
+# --- on the real S3 server ---------------------------------------------------------------------
+
+
+async def test_s3_upload_redirects_to_a_presigned_url_that_expires(
+    s3_app: Litestar, s3_http: httpx.AsyncClient, s3_store: S3BlobStore, worker: Session
+) -> None:
+    tus = Tus(s3_http, worker.headers)
+    data = png(6 * MiB + 5)
+    sha = sha256_hex(data)
+    location = await tus.upload(data, chunk=2 * MiB)
+    assert await staging_left(s3_store, location) == []
+    s3_app.state.blob_url_ttl = timedelta(seconds=1)
+
+    response = await s3_http.get(f"/api/v1/blobs/{sha}", headers=worker.headers)
+
+    assert response.status_code == 307
+    presigned = response.headers["location"]
+    async with httpx.AsyncClient() as outside:
+        fetched = await outside.get(presigned)
+        assert fetched.status_code == 200
+        assert sha256_hex(fetched.content) == sha
+        await asyncio.sleep(2.5)
+        assert (await outside.get(presigned)).status_code == 403
+
+
+async def test_s3_wrong_hash_leaves_nothing_readable(
+    s3_http: httpx.AsyncClient, s3_store: S3BlobStore, worker: Session, db: Backend
+) -> None:
+    tus = Tus(s3_http, worker.headers)
+    data = png(5 * MiB + 100)
+    claimed = sha256_hex(b"a different recording")
+    location = (await tus.create(len(data), claimed)).headers["location"]
+
+    response = await tus.patch(location, 0, data)
+
+    assert_problem(response, 422, "blob_hash_mismatch")
+    assert not await s3_store.exists(claimed)
+    assert await staging_left(s3_store, location) == []
+    assert [key async for key in s3_store.keys()] == []
+    assert await s3_store.staged_keys() == []
+
+
+async def test_s3_restart_between_patches_resumes(
+    db: Backend, s3_store: S3BlobStore, worker: Session
+) -> None:
+    from server.app import create_app
+    from tests.integration.uploads.conftest import asgi_client
+
+    data = png(11 * MiB + 3)
+    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+        before = Tus(h, worker.headers)
+        location = (await before.create(len(data), sha256_hex(data))).headers["location"]
+        assert (await before.patch(location, 0, data[: 6 * MiB])).status_code == 204
+    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+        after = Tus(h, worker.headers)
+        offset = int((await after.head(location)).headers["upload-offset"])
+        response = await after.patch(location, offset, data[offset:])
+
+    assert (offset, response.status_code) == (6 * MiB, 204)
+    assert await read_blob(s3_store, sha256_hex(data)) == data
+    assert await Blob.count().where(Blob.sha256 == sha256_hex(data)) == 1
+    assert await staging_left(s3_store, location) == []
