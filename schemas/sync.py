@@ -250,7 +250,12 @@ class FormChangeOut(msgspec.Struct, kw_only=True, frozen=True, tag_field="type",
 
 
 class ConflictChangeOut(ConflictRecord, frozen=True, tag_field="type", tag="conflict"):
-    """A conflict record in a pull page: the same fields as `ConflictRecord`, tagged."""
+    """A conflict record in a pull page: the same fields as `ConflictRecord`, tagged.
+
+    `evict` (an extension of PROTOCOL.md): the conflict left the caller's wards; drop the local
+    copy. An evicted record carries no candidate values."""
+
+    evict: bool = False
 
 
 Change = EntityChangeOut | FormChangeOut | ConflictChangeOut

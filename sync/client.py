@@ -815,12 +815,17 @@ class SyncClient:
         report.applied += 1
 
     def _apply_conflict(self, change: ConflictChangeOut) -> None:
+        if change.evict:  # the conflict's ward left this user's scope
+            self._db.execute("DELETE FROM conflicts WHERE id = ?", (change.id,))
+            return
         row = self._db.execute(
             "SELECT version FROM conflicts WHERE id = ?", (change.id,)
         ).fetchone()
         if row is not None and change.version <= row[0]:
             return
-        record = ConflictRecord(**msgspec.structs.asdict(change))
+        fields = msgspec.structs.asdict(change)
+        fields.pop("evict")
+        record = ConflictRecord(**fields)
         self._db.execute(
             "INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?)",
             (change.id, change.version, encode(record).decode()),

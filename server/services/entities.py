@@ -95,9 +95,20 @@ async def apply_change(
             new_conflicts.extend(
                 find_duplicate_candidates(state, [state_of(r) for r in same_key], listdef)
             )
-    if outcome.changed:
+    changed = outcome.changed
+    version_before = current.version if current else 0
+    if state.version == version_before and any(c.status == "open" for c in new_conflicts):
+        # A losing concurrent edit changes no value but opens a conflict: devices must get a
+        # newer version to learn that the record is conflicted.
+        state = msgspec.structs.replace(state, version=state.version + 1)
+        new_conflicts = [
+            c if c.property is not None else msgspec.structs.replace(c, seen_version=state.version)
+            for c in new_conflicts
+        ]
+        changed = True
+    if changed:
         await store(state, listdef, ward_code=ward, exists=row is not None)
-        if state.version != (current.version if current else 0):
+        if state.version != version_before:
             refs.append(
                 ChangeRef(kind="entity", record_id=state.entity_id, list=state.list, ward_code=ward)
             )

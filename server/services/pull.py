@@ -83,7 +83,9 @@ async def pull(settings: Settings, principal: Principal, request: PullRequest) -
         backfill = cursor.backfill
         if cursor.scope != fingerprint:
             changes.extend(await _evictions(cursor, wards, lists))
-            backfill = _grown(cursor, wards, lists) or backfill
+            if principal.role in RESOLVER_ROLES:
+                changes.extend(await _conflict_evictions(cursor, wards))
+            backfill = _rescoped_backfill(cursor, wards, lists)
     budget = _Budget(request.max_items, request.max_bytes)
     budget.spend_all(changes)
     include_conflicts = principal.role in RESOLVER_ROLES
@@ -178,10 +180,15 @@ async def _render(
     entities = await _entities([r["record_id"] for r in page if r["kind"] == "entity"])
     conflicts = await _conflicts([r["record_id"] for r in page if r["kind"] == "conflict"])
     forms = await _forms([r["record_id"] for r in page if r["kind"] == "form"])
+    still_visible = await _still_visible(
+        [r["record_id"].split("@", 1)[0] for r in page if r["kind"] == "evict"], principal
+    )
     served: list[Change] = []
     last = None
     for row in page:
         change = _change_for(row, entities, conflicts, forms, principal, form_roles)
+        if row["kind"] == "evict" and row["record_id"].split("@", 1)[0] in still_visible:
+            change = None  # it moved to another ward the caller also sees: keep it
         if change is not None and not budget.fits(change, first=not served):
             return _Served(served, last), False
         if change is not None:
@@ -303,22 +310,78 @@ async def _evictions(
     return list(evicted.values())
 
 
-def _grown(cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]) -> Backfill | None:
-    """What the device must be back-filled with: the new part of its scope, up to its position."""
-    old_wards, old_lists = tuple(cursor.wards), tuple(cursor.lists)
-    added_wards = (
-        wards
-        if (wards == CITY_WIDE and old_wards != CITY_WIDE)
-        else tuple(w for w in wards if w not in old_wards and old_wards != CITY_WIDE)
-    )
-    added_lists = tuple(name for name in lists if name not in old_lists)
-    if not added_wards and not added_lists:
+def _wardset(wards: tuple[str, ...]) -> set[str] | None:
+    return None if wards == CITY_WIDE else set(wards)
+
+
+def _rescoped_backfill(
+    cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]
+) -> Backfill | None:
+    """What the device must still be back-filled with after a scope change: the new part of its
+    scope, plus what an unfinished back-fill still owed, narrowed to the current scope (a ward
+    taken away during its back-fill is not back-filled further). The range restarts at 0 and
+    runs to the cursor's position; re-sent records are harmless (state-based)."""
+    old, new = _wardset(tuple(cursor.wards)), _wardset(wards)
+    added_lists = set(lists) - set(cursor.lists)
+    if added_lists or (old is not None and new is None):
+        need: set[str] | None = new  # new lists (or the whole city): every ward of the scope
+    else:
+        need = set() if new is None else new - (old or set())
+        pending = cursor.backfill
+        if pending is not None:
+            owed = _wardset(tuple(pending.wards))
+            owed = new if owed is None else (owed if new is None else owed & new)
+            need = None if owed is None else need | owed
+    if need is not None and not need:
         return None
-    # New wards need every list; new lists need every ward. A second back-fill replaces the first:
-    # its range (position 0 up to the cursor) covers what the first had left.
-    if added_lists:
-        return Backfill(wards=wards, lists=lists, through_position=cursor.position, after=None)
-    return Backfill(wards=added_wards, lists=lists, through_position=cursor.position, after=None)
+    return Backfill(
+        wards=CITY_WIDE if need is None else tuple(sorted(need)),
+        lists=lists,
+        through_position=cursor.position,
+        after=None,
+    )
+
+
+async def _still_visible(entity_ids: list[str], principal: Principal) -> set[str]:
+    if not entity_ids:
+        return set()
+    rows = await Entity.select(Entity.entity_id, Entity.ward_code).where(
+        Entity.entity_id.is_in(entity_ids)
+    )
+    return {r["entity_id"] for r in rows if principal.may_see_ward(r["ward_code"])}
+
+
+async def _conflict_evictions(cursor: Cursor, wards: tuple[str, ...]) -> list[Change]:
+    """A supervisor's conflict records of wards taken away leave the device, without their values."""
+    old, new = _wardset(tuple(cursor.wards)), _wardset(wards)
+    if new is None:
+        return []
+    query = ConflictRow.select(
+        ConflictRow.id,
+        ConflictRow.list,
+        ConflictRow.entity_id,
+        ConflictRow.kind,
+        ConflictRow.status,
+    )
+    if old is None:
+        query = query.where(ConflictRow.ward_code.not_in(sorted(new) or ["-"]))
+    else:
+        removed = sorted(old - new)
+        if not removed:
+            return []
+        query = query.where(ConflictRow.ward_code.is_in(removed))
+    return [
+        ConflictChangeOut(
+            id=r["id"],
+            list=r["list"],
+            entity_id=r["entity_id"],
+            kind=r["kind"],
+            status=r["status"],
+            candidates=[],
+            evict=True,
+        )
+        for r in await query
+    ]
 
 
 async def _acked_through(device_id: str, position: int) -> int:

@@ -96,7 +96,12 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
                         op_id=op.op_id,
                         kind=op.kind,
                         status=result.status,
-                        max_position=max((positions.get(r.record_key, 0) for r in refs), default=0),
+                        # Only entity rows count: workers never receive conflict rows, so a
+                        # conflict's position must not hold their acked_through back.
+                        max_position=max(
+                            (positions.get(r.record_key, 0) for r in refs if r.kind == "entity"),
+                            default=0,
+                        ),
                         result=msgspec.json.encode(result).decode(),
                     )
                     for op, result, refs in applied

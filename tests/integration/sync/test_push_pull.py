@@ -304,3 +304,24 @@ async def test_concurrent_pushes_of_one_device_apply_once(api: Api) -> None:
     statuses = sorted(tuple(r["status"] for r in b["results"]) for b in bodies)
     assert statuses == [("applied",) * 5, ("duplicate",) * 5]
     assert await Submission.count().where(Submission.device_id == tablet.session.device_id) == 5
+
+
+async def test_acked_through_reaches_an_op_that_opened_a_conflict(api: Api) -> None:
+    """Workers never receive conflict rows, so a conflict must not hold acked_through back."""
+    a, b = await device(api), await device(api)
+    create = a.inspection(HOAN_KIEM, properties={"business_name": "Q", "risk_class": "low"})
+    entity_id = create["submission"]["entities"][0]["entity_id"]
+    await a.push(create)
+    edit = {
+        "entity_id": entity_id,
+        "action": "update",
+        "base_version": 1,
+        "base_properties": {"risk_class": "low"},
+    }
+    await a.push(a.inspection(HOAN_KIEM, properties={"risk_class": "high"}, **edit))
+    second = (
+        await b.push(b.inspection(HOAN_KIEM, properties={"risk_class": "medium"}, **edit))
+    ).json()
+    assert second["results"][0]["entities"][0]["status"] == "conflict"
+    await b.pull_all()
+    assert (await b.pull())["acked_through"] == 1
