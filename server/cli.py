@@ -16,8 +16,19 @@ from server.settings import Settings, SettingsError, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        # A client of a running server: it reads no server settings.
+        from sync.simulator import main as simulate
+
+        return simulate(argv[1:])
     parser = argparse.ArgumentParser(prog="fieldsync", description="fieldsync server")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "simulate",
+        help="drive many reference clients against a running server and check convergence "
+        "(fieldsync simulate --help)",
+    )
 
     serve = sub.add_parser(
         "serve", help="migrate, seed, create the first admin if needed, and serve HTTP"

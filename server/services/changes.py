@@ -75,6 +75,11 @@ async def record_form(form_id: str) -> None:
     await record([ChangeRef(kind="form", record_id=form_id)])
 
 
+# Up to this many wards, pull reads each ward's slice of the (ward_code, position) index and merges
+# them: the cost follows the changes in scope, not the changes in the whole city.
+PER_WARD_READ_LIMIT = 20
+
+
 async def read(
     after: int,
     *,
@@ -84,20 +89,36 @@ async def read(
     limit: int,
     through: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows after `after` (up to `through`) in the caller's scope (wards None = city-wide), oldest first."""
-    query = ChangeLog.select(
-        ChangeLog.position, ChangeLog.kind, ChangeLog.record_id, ChangeLog.list, ChangeLog.ward_code
-    ).where(ChangeLog.position > after)
-    if through is not None:
-        query = query.where(ChangeLog.position <= through)
+    """Rows after `after` (up to `through`) in the caller's scope (wards None = city-wide), oldest
+    first. Form rows have ward_code '' and list '', so they are read as one more "ward"."""
     kinds = ["form", "entity", "evict"] + (["conflict"] if include_conflicts else [])
-    query = query.where(ChangeLog.kind.is_in(kinds))
-    if wards is not None:
-        query = query.where(
-            (ChangeLog.ward_code.is_in(list(wards) or ["-"])) | (ChangeLog.kind == "form")
+    lists_and_forms = [*lists, ""]
+
+    def query() -> Any:
+        q = ChangeLog.select(
+            ChangeLog.position,
+            ChangeLog.kind,
+            ChangeLog.record_id,
+            ChangeLog.list,
+            ChangeLog.ward_code,
+        ).where(
+            ChangeLog.position > after,
+            ChangeLog.kind.is_in(kinds),
+            ChangeLog.list.is_in(lists_and_forms),
         )
-    query = query.where((ChangeLog.list.is_in(list(lists) or ["-"])) | (ChangeLog.kind == "form"))
-    return await query.order_by(ChangeLog.position).limit(limit)
+        if through is not None:
+            q = q.where(ChangeLog.position <= through)
+        return q.order_by(ChangeLog.position).limit(limit)
+
+    if wards is None:
+        return await query()
+    scope = [*wards, ""]
+    if len(scope) > PER_WARD_READ_LIMIT:
+        return await query().where(ChangeLog.ward_code.is_in(scope))
+    rows: list[dict[str, Any]] = []
+    for ward in scope:
+        rows.extend(await query().where(ChangeLog.ward_code == ward))
+    return sorted(rows, key=lambda r: r["position"])[:limit]
 
 
 async def head() -> int:

@@ -268,9 +268,11 @@ def _may_read(principal: Principal, form: dict[str, Any]) -> bool:
     return principal.role in READ_ALL_ROLES or principal.role in _decode(form["roles"], list[str])
 
 
-async def get_spec(principal: Principal | None, form_id: str, version: str) -> FormSpec:
+async def get_spec(
+    principal: Principal | None, form_id: str, version: str, *, form: dict[str, Any] | None = None
+) -> FormSpec:
     """An immutable published version. Callers who may not fill the form see 404."""
-    form = await _form_row(form_id)
+    form = form or await _form_row(form_id)
     if principal is not None and not _may_read(principal, form):
         raise NotFound(f"There is no form {form_id!r}.", code="form_unknown")
     cache_key = (id(current_engine()), _version_key(form_id, version))
@@ -416,7 +418,7 @@ async def accepting_spec(form_id: str, version: str) -> FormSpec:
         raise Conflict(
             f"Form {form_id!r} is closed and takes no new submissions.", code="form_closed"
         )
-    return await get_spec(None, form_id, version)
+    return await get_spec(None, form_id, version, form=form)
 
 
 async def validate(
