@@ -117,29 +117,23 @@ class Submission(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     )
 
 
-class Resolve(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """Pick candidate `choice` of a conflict, or write an explicit `value` (which may be null)."""
+class ResolveBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Pick candidate `choice` of a conflict, or write an explicit `value` (which may be null).
+    As the body of `POST /api/v1/conflicts/{id}/resolve` the conflict id is in the path."""
+
+    resolution_id: UUIDStr
+    choice: Annotated[int, Meta(ge=0)] | None = None
+    value: Any | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if (self.choice is None) == (self.value is UNSET):
+            raise ValueError("give exactly one of `choice` or `value`")
+
+
+class Resolve(ResolveBody, kw_only=True, frozen=True, omit_defaults=True):
+    """The `resolve` op of a push: a resolution naming its conflict."""
 
     conflict_id: UUIDStr
-    resolution_id: UUIDStr
-    choice: Annotated[int, Meta(ge=0)] | None = None
-    value: Any | UnsetType = UNSET
-
-    def __post_init__(self) -> None:
-        if (self.choice is None) == (self.value is UNSET):
-            raise ValueError("give exactly one of `choice` or `value`")
-
-
-class ResolveBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """`POST /api/v1/conflicts/{id}/resolve`: a Resolve whose conflict id is in the path."""
-
-    resolution_id: UUIDStr
-    choice: Annotated[int, Meta(ge=0)] | None = None
-    value: Any | UnsetType = UNSET
-
-    def __post_init__(self) -> None:
-        if (self.choice is None) == (self.value is UNSET):
-            raise ValueError("give exactly one of `choice` or `value`")
 
 
 class Op(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -134,13 +134,13 @@ async def test_two_tablets_edit_offline_and_converge(tablet: MakeTablet) -> None
     assert a.entity("establishments", entity_id).conflicted == ["risk_class"]  # type: ignore[union-attr]
 
     await supervisor.pull()
-    [conflict] = supervisor.conflicts("open")
+    [conflict] = [c for c in supervisor.conflicts("open") if c.entity_id == entity_id]
     assert sorted(c.value for c in conflict.candidates) == ["high", "medium"]
     pick = next(i for i, c in enumerate(conflict.candidates) if c.value == "medium")
     supervisor.resolve(conflict.id, choice=pick)
     pushed, _ = await supervisor.sync()
     assert pushed.applied == 1 and pushed.rejected == 0
-    assert supervisor.conflicts("open") == []
+    assert [c for c in supervisor.conflicts("open") if c.entity_id == entity_id] == []
     for client in (a, b):
         await client.sync()
         assert shown(client, entity_id)["risk_class"] == "medium"
