@@ -179,19 +179,17 @@ async def _referenced_in_scope(principal: Principal, sha256: str) -> bool:
 
 
 async def record_blob(sha256: str, size: int, content_type: str, uploader: str) -> None:
-    """Insert the verified blob's row unless another upload of the same bytes got there first."""
-    async with transaction():
-        exists = await Blob.exists().where(Blob.sha256 == sha256).run()
-        if not exists:
-            await Blob.insert(
-                Blob(
-                    sha256=sha256,
-                    size=size,
-                    content_type=content_type,
-                    first_uploader=uploader,
-                    created_at=datetime.now(UTC),
-                )
-            ).run()
+    """Insert the verified blob's row unless another upload of the same bytes got there first
+    (two devices finishing the same file at once: the database decides, no check-then-insert)."""
+    await Blob.insert(
+        Blob(
+            sha256=sha256,
+            size=size,
+            content_type=content_type,
+            first_uploader=uploader,
+            created_at=datetime.now(UTC),
+        )
+    ).on_conflict(action="DO NOTHING")
 
 
 async def collect_garbage(
