@@ -16,7 +16,7 @@ from server.api.auth import AuthController
 from server.api.deps import DEPENDENCIES
 from server.api.forms import FormController
 from server.api.health import HealthController
-from server.api.sync import ConflictController, SyncController
+from server.api.sync import ConflictController, SubmissionController, SyncController
 from server.api.uploads import BlobController, UploadController
 from server.api.wards import WardController
 from server.blobstores import S3Options, open_blob_store
@@ -75,6 +75,7 @@ def create_app(
             FormController,
             SyncController,
             ConflictController,
+            SubmissionController,
             UploadController,
             BlobController,
         ],

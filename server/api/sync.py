@@ -15,8 +15,10 @@ from server.api.deps import settings_of
 from server.auth import Principal
 from server.errors import BadRequest
 from server.services import conflicts
+from server.services.blobs import AttachmentStatus
 from server.services.pull import pull
 from server.services.push import apply_push, server_hlc
+from server.services.submissions import attachments_of
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 T = TypeVar("T")
@@ -104,3 +106,17 @@ class ConflictController(Controller):
             value=data.value,
         )
         return await conflicts.resolve_via_api(principal, request, hlc=server_hlc())
+
+
+class SubmissionController(Controller):
+    path = "/api/v1/submissions"
+    tags = ["sync"]
+
+    @get(
+        "/{instance_id:str}/attachments",
+        summary="How many of a submission's files arrived (supervisors)",
+    )
+    async def attachments(
+        self, principal: NamedDependency[Principal], instance_id: FromPath[str]
+    ) -> AttachmentStatus:
+        return await attachments_of(principal, instance_id)

@@ -325,3 +325,28 @@ async def test_acked_through_reaches_an_op_that_opened_a_conflict(api: Api) -> N
     assert second["results"][0]["entities"][0]["status"] == "conflict"
     await b.pull_all()
     assert (await b.pull())["acked_through"] == 1
+
+
+async def test_supervisor_sees_how_many_files_arrived(api: Api) -> None:
+    import hashlib
+
+    from server.services.blobs import record_blob
+
+    tablet = await device(api)
+    files = [hashlib.sha256(f"photo {i} {uuid.uuid4()}".encode()).hexdigest() for i in range(3)]
+    attachments = [
+        {"name": f"p{i}.jpg", "sha256": sha, "size": 10, "content_type": "image/jpeg"}
+        for i, sha in enumerate(files)
+    ]
+    op = tablet.inspection(HOAN_KIEM, attachments=attachments)
+    result = (await tablet.push(op)).json()["results"][0]
+    assert result["missing_blobs"] == files
+    await record_blob(files[0], 10, "image/jpeg", tablet.session.user["id"])
+    await record_blob(files[1], 10, "image/jpeg", tablet.session.user["id"])
+    url = f"/api/v1/submissions/{op['submission']['instance_id']}/attachments"
+    supervisor = await device(api, "supervisor")
+    status = (await api.http.get(url, headers=supervisor.headers)).json()
+    assert status == {"expected": 3, "received": 2, "missing": [files[2]]}
+    elsewhere = await device(api, "supervisor", [BA_DINH])
+    assert_problem(await api.http.get(url, headers=elsewhere.headers), 404, "submission_not_found")
+    assert_problem(await api.http.get(url, headers=tablet.headers), 403, "role_forbidden")

@@ -1,0 +1,23 @@
+"""What supervisors see of one submission beyond its entities: its attachments' arrival."""
+
+from __future__ import annotations
+
+from server.auth import Principal, require_role
+from server.db.tables_sync import Submission
+from server.errors import NotFound
+from server.services.blobs import AttachmentStatus, attachment_status
+
+SUPERVISING_ROLES = ("admin", "supervisor")
+
+
+async def attachments_of(principal: Principal, instance_id: str) -> AttachmentStatus:
+    """ "2 of 3 files received" for an accepted submission in the caller's wards; 404 otherwise."""
+    require_role(principal, *SUPERVISING_ROLES)
+    row = (
+        await Submission.select(Submission.ward_code)
+        .where(Submission.instance_id == instance_id, Submission.status == "accepted")
+        .first()
+    )
+    if row is None or not principal.may_see_ward(row["ward_code"]):
+        raise NotFound("No such submission.", code="submission_not_found")
+    return await attachment_status(instance_id)
