@@ -10,7 +10,7 @@ from piccolo.table import Table
 class Submission(Table, tablename="submission"):
     """An immutable submission event; edits are new instances naming the one they deprecate."""
 
-    id = Varchar(length=36, primary_key=True)  # the op_id that carried it
+    id = Varchar(length=36, primary_key=True)  # uuid5(device_id, op_seq) of the op that carried it
     # Unique among accepted submissions (enforced by push); a rejected reuse is kept beside it.
     instance_id = Varchar(length=64, index=True)
     form_id = Varchar(length=64, index=True)

@@ -318,6 +318,12 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
     )
 
 
+def submission_id(device_id: str, op_seq: int) -> str:
+    """Unique by construction (one op per device and op_seq), so storing needs no lookup first;
+    the device-generated op_id is not trusted to be unique across devices."""
+    return str(uuid.uuid5(uuid.UUID(device_id), str(op_seq)))
+
+
 async def _store_submission(
     principal: Principal, op: Op, digest: str, status: str, errors: list[ErrorItem]
 ) -> None:
@@ -326,10 +332,7 @@ async def _store_submission(
     assert sub is not None
     await Submission.insert(
         Submission(
-            # op ids are device-generated; a clash must not lose the submission.
-            id=op.op_id
-            if not await Submission.exists().where(Submission.id == op.op_id)
-            else str(uuid.uuid4()),
+            id=submission_id(principal.device_id, op.op_seq),
             instance_id=sub.instance_id,
             form_id=sub.form_id,
             form_version=sub.form_version,
