@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from server.auth import Principal
+from server.db.json_columns import from_json, to_json
 from server.db.tables import AuditLog
 
 
@@ -28,7 +27,7 @@ async def record(
             action=action,
             target_type=target_type,
             target_id=target_id,
-            details=msgspec.json.encode(details or {}).decode(),
+            details=to_json(details or {}),
             address=address,
         )
     )
@@ -37,9 +36,5 @@ async def record(
 async def recent(limit: int = 100) -> list[dict[str, Any]]:
     rows = await AuditLog.select().order_by(AuditLog.id, ascending=False).limit(limit)
     for row in rows:
-        row["details"] = (
-            msgspec.json.decode(row["details"])
-            if isinstance(row["details"], str)
-            else row["details"]
-        )
+        row["details"] = from_json(row["details"])
     return rows

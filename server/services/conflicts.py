@@ -11,6 +11,7 @@ import msgspec
 from schemas.sync import ConflictCandidate, ConflictRecord, Resolve
 from server.auth import Principal, require_role
 from server.db.engine import current_engine, transaction
+from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import ConflictRow
 from server.errors import BadRequest, Conflict, NotFound
 from server.services import changes as change_log
@@ -29,18 +30,6 @@ from sync.merge import (
 RESOLVER_ROLES = ("admin", "supervisor")
 
 
-def _json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
-
-
-def _decode(value: Any, type_: Any = Any) -> Any:
-    return (
-        msgspec.json.decode(value, type=type_)
-        if isinstance(value, str)
-        else msgspec.convert(value, type_)
-    )
-
-
 def record_of(row: dict[str, Any]) -> ConflictRecord:
     return ConflictRecord(
         id=row["id"],
@@ -49,9 +38,9 @@ def record_of(row: dict[str, Any]) -> ConflictRecord:
         property=row["property"],
         kind=row["kind"],
         status=row["status"],
-        base=_decode(row["base"]),
-        candidates=_decode(row["candidates"], list[ConflictCandidate]),
-        chosen=_decode(row["chosen"]),
+        base=from_json(row["base"]),
+        candidates=from_json(row["candidates"], list[ConflictCandidate]),
+        chosen=from_json(row["chosen"]),
         resolved_by=row["resolved_by"],
         resolved_at=row["resolved_at"],
         version=row["version"],
@@ -74,9 +63,9 @@ async def store_new(
                 kind=conflict.kind,
                 status=conflict.status,
                 seen_version=conflict.seen_version,
-                base=_json(conflict.base),
-                candidates=_json(list(conflict.candidates)),
-                chosen=_json(conflict.chosen),
+                base=to_json(conflict.base),
+                candidates=to_json(list(conflict.candidates)),
+                chosen=to_json(conflict.chosen),
             )
         )
         refs.append(
@@ -143,10 +132,10 @@ async def resolve(
         kind=row["kind"],
         status=row["status"],
         property=row["property"],
-        candidates=tuple(_decode(row["candidates"], list[ConflictCandidate])),
+        candidates=tuple(from_json(row["candidates"], list[ConflictCandidate])),
         seen_version=row["seen_version"],
-        base=_decode(row["base"]),
-        chosen=_decode(row["chosen"]),
+        base=from_json(row["base"]),
+        chosen=from_json(row["chosen"]),
     )
     ctx = WriteContext(
         device_id=principal.device_id, user_id=principal.user_id, op_seq=op_seq, hlc=hlc
@@ -171,7 +160,7 @@ async def resolve(
     await ConflictRow.update(
         {
             ConflictRow.status: "resolved",
-            ConflictRow.chosen: _json(outcome.resolved.chosen),
+            ConflictRow.chosen: to_json(outcome.resolved.chosen),
             ConflictRow.resolved_by: principal.user_id,
             ConflictRow.resolved_at: now,
             ConflictRow.resolution_id: request.resolution_id,

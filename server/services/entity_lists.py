@@ -6,12 +6,11 @@ default to `lww`. Which lists a role reads and writes follows from the forms the
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from forms.spec import fields_by_path
 from schemas.forms import FormSpec
+from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
 from server.db.tables_sync import EntityListRow
 from sync.merge import EntityListDef, Policy, PropertyDef
@@ -99,10 +98,6 @@ _FIELD_TO_PROPERTY_TYPE = {
 _cache: dict[str, EntityListDef] = {}
 
 
-def _decode(value: Any) -> Any:
-    return msgspec.json.decode(value) if isinstance(value, str) else value
-
-
 def lists_declared_by(spec: FormSpec) -> list[EntityListDef]:
     """New lists a form declares, with lww properties typed from the fields that save to them."""
     by_path = fields_by_path(spec)
@@ -133,17 +128,17 @@ async def register_form_lists(spec: FormSpec) -> None:
         )
         if existing is not None:
             # A later version may add properties; existing ones keep their type and policy.
-            old = msgspec.convert(_decode(existing["definition"]), EntityListDef)
+            old = from_json(existing["definition"], EntityListDef)
             merged = {**listdef.properties, **old.properties}
             listdef = msgspec.structs.replace(old, properties=merged)
-            await EntityListRow.update(
-                {EntityListRow.definition: msgspec.json.encode(listdef).decode()}
-            ).where(EntityListRow.name == listdef.name)
+            await EntityListRow.update({EntityListRow.definition: to_json(listdef)}).where(
+                EntityListRow.name == listdef.name
+            )
         else:
             await EntityListRow.insert(
                 EntityListRow(
                     name=listdef.name,
-                    definition=msgspec.json.encode(listdef).decode(),
+                    definition=to_json(listdef),
                     declared_by=spec.form_id,
                 )
             )
@@ -161,7 +156,7 @@ async def get_list(name: str) -> EntityListDef | None:
         )
         if row is None:
             return None
-        _cache[name] = msgspec.convert(_decode(row["definition"]), EntityListDef)
+        _cache[name] = from_json(row["definition"], EntityListDef)
     return _cache[name]
 
 
@@ -184,10 +179,12 @@ async def _lists_for_role(role: str) -> set[str]:
     rows = await FormVersion.select(FormVersion.form, FormVersion.spec).where(
         FormVersion.status == "published"
     )
-    forms = {r["form_id"]: _decode(r["roles"]) for r in await Form.select(Form.form_id, Form.roles)}
+    forms = {
+        r["form_id"]: from_json(r["roles"]) for r in await Form.select(Form.form_id, Form.roles)
+    }
     lists: set[str] = set()
     for row in rows:
-        spec = _decode(row["spec"])
+        spec = from_json(row["spec"])
         if role in ("admin", "supervisor", "viewer") or role in forms.get(row["form"], []):
             lists.update(e["list_name"] for e in spec.get("entities", []))
     if role in ("admin", "supervisor", "viewer"):

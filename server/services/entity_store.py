@@ -5,20 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from server.db.engine import current_engine
+from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import Entity
 from sync.merge import EntityListDef, EntityState, natural_key
 
 
 def state_of(row: dict[str, Any]) -> EntityState:
-    raw = row["state"]
-    return (
-        msgspec.json.decode(raw, type=EntityState)
-        if isinstance(raw, str)
-        else msgspec.convert(raw, EntityState)
-    )
+    return from_json(row["state"], EntityState)  # type: ignore[no-any-return]
 
 
 async def load(entity_id: str, *, lock: bool = False) -> dict[str, Any] | None:
@@ -42,7 +36,7 @@ async def store(
         Entity.version: state.version,
         Entity.deleted: state.deleted,
         Entity.natural_key: natural_key(state.properties, listdef),
-        Entity.state: msgspec.json.encode(state).decode(),
+        Entity.state: to_json(state),
         Entity.updated_at: datetime.now(UTC),
     }
     if exists:

@@ -32,6 +32,7 @@ from schemas.forms import (
 )
 from server.auth import Principal
 from server.db.engine import current_engine, transaction
+from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
 from server.errors import BadRequest, Conflict, NotFound
 from server.services import audit
@@ -58,18 +59,6 @@ READ_ALL_ROLES = {"admin", "supervisor", "viewer"}
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
-
-
-def _decode(value: Any, type_: Any = Any) -> Any:
-    return (
-        msgspec.json.decode(value, type=type_)
-        if isinstance(value, str)
-        else msgspec.convert(value, type_)
-    )
 
 
 def _draft_key(form_id: str) -> str:
@@ -115,7 +104,7 @@ async def save_draft(
         form = await Form.select(Form.form_id).where(Form.form_id == form_id).first()
         if form is None:
             await Form.insert(
-                Form(form_id=form_id, title=spec.title, roles=_json(roles or FIELD_ROLES))
+                Form(form_id=form_id, title=spec.title, roles=to_json(roles or FIELD_ROLES))
             )
         else:
             await Form.update({Form.title: spec.title, Form.updated_at: _now()}).where(
@@ -129,12 +118,12 @@ async def save_draft(
                 version=spec.version or None,
                 status="draft",
                 hash=spec.hash,
-                spec=_json(spec),
+                spec=to_json(spec),
                 xform=imported.xform,
                 source=imported.source,
                 source_filename=imported.filename,
                 source_kind=imported.source_kind,
-                warnings=_json(imported.warnings),
+                warnings=to_json(imported.warnings),
                 created_by=actor.user_id if actor else None,
             )
         )
@@ -159,7 +148,7 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
         if draft is None:
             await _form_row(form_id)
             raise Conflict("This form has no draft to publish; upload one first.", code="no_draft")
-        spec = _decode(draft["spec"], FormSpec)
+        spec = from_json(draft["spec"], FormSpec)
         version = request.version or spec.version
         if not version:
             raise BadRequest(
@@ -195,7 +184,7 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
                 version=version,
                 status="published",
                 hash=published.hash,
-                spec=_json(published),
+                spec=to_json(published),
                 xform=draft["xform"],
                 source=draft["source"],
                 source_filename=draft["source_filename"],
@@ -261,11 +250,11 @@ async def _latest_published(form_id: str) -> FormSpec | None:
         .order_by(FormVersion.id, ascending=False)
         .first()
     )
-    return _decode(row["spec"], FormSpec) if row else None
+    return from_json(row["spec"], FormSpec) if row else None
 
 
 def _may_read(principal: Principal, form: dict[str, Any]) -> bool:
-    return principal.role in READ_ALL_ROLES or principal.role in _decode(form["roles"], list[str])
+    return principal.role in READ_ALL_ROLES or principal.role in from_json(form["roles"], list[str])
 
 
 async def get_spec(
@@ -286,7 +275,7 @@ async def get_spec(
                 f"Form {form_id!r} has no published version {version!r}.",
                 code="form_version_unknown",
             )
-        spec = _decode(row["spec"], FormSpec)
+        spec = from_json(row["spec"], FormSpec)
         if len(_published_specs) >= PUBLISHED_SPEC_CACHE_SIZE:
             _published_specs.pop(next(iter(_published_specs)))
         _published_specs[cache_key] = spec
@@ -310,7 +299,7 @@ async def list_for_device(principal: Principal) -> list[FormListItem]:
     fillable = [
         f
         for f in forms
-        if principal.role == "admin" or principal.role in _decode(f["roles"], list[str])
+        if principal.role == "admin" or principal.role in from_json(f["roles"], list[str])
     ]
     if not fillable:
         return []
@@ -333,7 +322,7 @@ async def list_for_device(principal: Principal) -> list[FormListItem]:
                 version=version,
                 hash=row["hash"],
                 state=form["state"],
-                entity_lists=entity_lists(_decode(row["spec"], FormSpec)),
+                entity_lists=entity_lists(from_json(row["spec"], FormSpec)),
                 spec_url=base,
                 xform_url=f"{base}/xform",
             )
@@ -363,24 +352,28 @@ async def list_versions(form_id: str) -> list[FormVersionInfo]:
     return [FormVersionInfo(form_id=form_id, **row) for row in rows]
 
 
-async def form_info(form_id: str) -> FormInfo:
-    form = await _form_row(form_id)
-    has_draft = await FormVersion.exists().where(FormVersion.key == _draft_key(form_id))
+def _info(form: dict[str, Any], has_draft: bool) -> FormInfo:
     return FormInfo(
-        form_id=form_id,
+        form_id=form["form_id"],
         title=form["title"],
         state=form["state"],
-        roles=_decode(form["roles"], list[str]),
+        roles=from_json(form["roles"], list[str]),
         current_version=form["current_version"],
         has_draft=has_draft,
     )
 
 
+async def form_info(form_id: str) -> FormInfo:
+    form = await _form_row(form_id)
+    return _info(form, await FormVersion.exists().where(FormVersion.key == _draft_key(form_id)))
+
+
 async def list_forms() -> list[FormInfo]:
-    return [
-        await form_info(row["form_id"])
-        for row in await Form.select(Form.form_id).order_by(Form.form_id)
-    ]
+    drafts = {
+        r["form"]
+        for r in await FormVersion.select(FormVersion.form).where(FormVersion.status == "draft")
+    }
+    return [_info(f, f["form_id"] in drafts) for f in await Form.select().order_by(Form.form_id)]
 
 
 async def update_form(actor: Principal, form_id: str, update: FormUpdate) -> FormInfo:
@@ -389,7 +382,7 @@ async def update_form(actor: Principal, form_id: str, update: FormUpdate) -> For
     if update.state is not None:
         changes[Form.state] = update.state
     if update.roles is not None:
-        changes[Form.roles] = _json(sorted(set(update.roles)))
+        changes[Form.roles] = to_json(sorted(set(update.roles)))
     async with transaction():
         await Form.update(changes).where(Form.form_id == form_id)
         await change_log.record_form(form_id)

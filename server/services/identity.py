@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
-
 from schemas.common import ErrorItem
 from schemas.identity import (
     CITY_WIDE,
@@ -25,6 +23,7 @@ from schemas.identity import (
 from server import auth
 from server.auth import Principal
 from server.db.engine import transaction
+from server.db.json_columns import from_json, to_json
 from server.db.tables import AppUser, LoginThrottle, RefreshToken
 from server.db.tables import Device as DeviceRow
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
@@ -42,7 +41,7 @@ def _now() -> datetime:
 
 
 def _wards(value: Any) -> list[str]:
-    return list(msgspec.json.decode(value) if isinstance(value, str) else value or [])
+    return list(from_json(value) or [])
 
 
 def _user(row: dict[str, Any]) -> User:
@@ -115,7 +114,7 @@ async def create_user(actor: Principal | None, data: UserCreate, *, address: str
                 full_name=data.full_name,
                 password_hash=auth.hash_password(data.password),
                 role=data.role,
-                wards=msgspec.json.encode(wards).decode(),
+                wards=to_json(wards),
             )
         )
         await audit.record(
@@ -157,7 +156,7 @@ async def update_user(
     if data.role is not None or data.wards is not None:
         wards = normalise_wards(role, data.wards if data.wards is not None else current.wards)
         changes[AppUser.role] = role
-        changes[AppUser.wards] = msgspec.json.encode(wards).decode()
+        changes[AppUser.wards] = to_json(wards)
         details.update(role=role, wards=wards)
     if data.full_name is not None:
         changes[AppUser.full_name] = data.full_name

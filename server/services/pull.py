@@ -21,6 +21,7 @@ from schemas.sync import (
     PullResponse,
 )
 from server.auth import Principal
+from server.db.json_columns import from_json
 from server.db.tables_forms import Form, FormVersion
 from server.db.tables_sync import ConflictRow, DeviceSync, Entity, OpLedger
 from server.errors import BadRequest, Forbidden
@@ -42,10 +43,6 @@ from sync.cursor import (
 
 CITY_WIDE = ("*",)
 READ_ALL_FORM_ROLES = {"admin", "supervisor", "viewer"}
-
-
-def _decode(value: Any) -> Any:
-    return msgspec.json.decode(value) if isinstance(value, str) else value
 
 
 async def pull(settings: Settings, principal: Principal, request: PullRequest) -> PullResponse:
@@ -253,27 +250,27 @@ async def _conflicts(ids: list[str]) -> dict[str, ConflictChangeOut]:
 async def _forms(ids: list[str]) -> dict[str, FormChangeOut]:
     if not ids:
         return {}
-    out = {}
-    for form in await Form.select().where(
-        Form.form_id.is_in(ids), Form.current_version.is_not_null()
-    ):
-        version = (
-            await FormVersion.select(FormVersion.hash)
-            .where(FormVersion.key == f"{form['form_id']}@{form['current_version']}")
-            .first()
+    forms = await Form.select().where(Form.form_id.is_in(ids), Form.current_version.is_not_null())
+    keys = [f"{f['form_id']}@{f['current_version']}" for f in forms]
+    hashes = {
+        r["key"]: r["hash"]
+        for r in await FormVersion.select(FormVersion.key, FormVersion.hash).where(
+            FormVersion.key.is_in(keys or ["-"])
         )
-        if version is not None:
-            out[form["form_id"]] = FormChangeOut(
-                form_id=form["form_id"],
-                version=form["current_version"],
-                state=form["state"],
-                hash=version["hash"],
-            )
-    return out
+    }
+    return {
+        f["form_id"]: FormChangeOut(
+            form_id=f["form_id"], version=f["current_version"], state=f["state"], hash=hashes[key]
+        )
+        for f, key in zip(forms, keys, strict=True)
+        if key in hashes
+    }
 
 
 async def _form_roles() -> dict[str, list[str]]:
-    return {r["form_id"]: _decode(r["roles"]) for r in await Form.select(Form.form_id, Form.roles)}
+    return {
+        r["form_id"]: from_json(r["roles"]) for r in await Form.select(Form.form_id, Form.roles)
+    }
 
 
 async def _evictions(

@@ -20,6 +20,7 @@ from schemas.common import ErrorItem
 from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse
 from server.auth import Principal
 from server.db.engine import current_engine, transaction
+from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import DeviceSync, OpLedger, Submission, SubmissionAttachment
 from server.errors import BadRequest, DomainError, Forbidden
 from server.services import changes as change_log
@@ -102,7 +103,7 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
                             (positions.get(r.record_key, 0) for r in refs if r.kind == "entity"),
                             default=0,
                         ),
-                        result=msgspec.json.encode(result).decode(),
+                        result=to_json(result),
                     )
                     for op, result, refs in applied
                 ]
@@ -160,7 +161,7 @@ async def _stored_results(device_id: str, op_seqs: list[int]) -> dict[int, OpRes
     rows = await OpLedger.select(OpLedger.op_seq, OpLedger.result).where(
         OpLedger.device_id == device_id, OpLedger.op_seq.is_in(op_seqs)
     )
-    return {int(r["op_seq"]): msgspec.json.decode(r["result"], type=OpResult) for r in rows}
+    return {int(r["op_seq"]): from_json(r["result"], OpResult) for r in rows}
 
 
 async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
@@ -345,7 +346,7 @@ async def _store_submission(
             captured_at=sub.captured_at,
             deprecated_id=sub.deprecated_id,
             content_hash=digest,
-            data=msgspec.json.encode(sub.data).decode(),
-            errors=msgspec.json.encode(errors).decode(),
+            data=to_json(sub.data),
+            errors=to_json(errors),
         )
     )
