@@ -15,9 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from server.db.bulk import delete_in, insert_rows
 from server.db.tables_sync import ChangeCounter, ChangeLog
+
+CHANGE_COLUMNS = (
+    "position",
+    "record_key",
+    "kind",
+    "record_id",
+    "list",
+    "ward_code",
+    "committed_at",
+)
 
 
 @dataclass(frozen=True)
@@ -54,19 +66,15 @@ async def record(refs: Iterable[ChangeRef], *, commit_order: bool = True) -> dic
             "SELECT nextval('change_log_id_seq') AS position FROM generate_series(1, {})", len(keys)
         )
         positions = dict(zip(keys, (int(r["position"]) for r in rows), strict=True))
-    await ChangeLog.delete().where(ChangeLog.record_key.is_in(keys))
-    await ChangeLog.insert(
-        *[
-            ChangeLog(
-                position=positions[key],
-                record_key=key,
-                kind=ref.kind,
-                record_id=ref.record_id,
-                list=ref.list,
-                ward_code=ref.ward_code,
-            )
+    await delete_in(ChangeLog, "record_key", keys)
+    now = datetime.now(UTC)
+    await insert_rows(
+        ChangeLog,
+        CHANGE_COLUMNS,
+        [
+            (positions[key], key, ref.kind, ref.record_id, ref.list, ref.ward_code, now)
             for key, ref in unique.items()
-        ]
+        ],
     )
     return positions
 

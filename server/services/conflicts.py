@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,6 @@ from server.services.entity_lists import get_list
 from server.services.entity_store import load, state_of, store, ward_of
 from sync.merge import (
     ConflictStale,
-    EntityState,
     NewConflict,
     ResolutionInvalid,
     WriteContext,
@@ -45,34 +43,6 @@ def record_of(row: dict[str, Any]) -> ConflictRecord:
         resolved_at=row["resolved_at"],
         version=row["version"],
     )
-
-
-async def store_new(
-    state: EntityState, ward_code: str, found: list[NewConflict], refs: list[ChangeRef]
-) -> list[str]:
-    ids = []
-    for conflict in found:
-        conflict_id = str(uuid.uuid4())
-        await ConflictRow.insert(
-            ConflictRow(
-                id=conflict_id,
-                list=state.list,
-                entity_id=state.entity_id,
-                ward_code=ward_code,
-                property=conflict.property,
-                kind=conflict.kind,
-                status=conflict.status,
-                seen_version=conflict.seen_version,
-                base=to_json(conflict.base),
-                candidates=to_json(list(conflict.candidates)),
-                chosen=to_json(conflict.chosen),
-            )
-        )
-        refs.append(
-            ChangeRef(kind="conflict", record_id=conflict_id, list=state.list, ward_code=ward_code)
-        )
-        ids.append(conflict_id)
-    return ids
 
 
 async def list_conflicts(
@@ -102,16 +72,17 @@ async def list_conflicts(
 async def resolve_via_api(principal: Principal, request: Resolve, *, hlc: str) -> ConflictRecord:
     refs: list[ChangeRef] = []
     async with transaction():
-        record = await resolve(principal, request, hlc=hlc, op_seq=0, refs=refs)
+        record, _ = await resolve(principal, request, hlc=hlc, op_seq=0, refs=refs)
         await change_log.record(refs)
     return record
 
 
 async def resolve(
     principal: Principal, request: Resolve, *, hlc: str, op_seq: int, refs: list[ChangeRef]
-) -> ConflictRecord:
+) -> tuple[ConflictRecord, int]:
     """Write the chosen value as a new entity version; idempotent on resolution_id; 409 `stale`
-    when the entity moved on. Runs inside the caller's transaction."""
+    when the entity moved on. Runs inside the caller's transaction. Returns the conflict record
+    and the entity's version after the resolution (its current one for a repeated resolution)."""
     require_role(principal, *RESOLVER_ROLES)
     query = ConflictRow.select().where(ConflictRow.id == request.conflict_id)
     if current_engine().engine_type == "postgres":
@@ -120,7 +91,9 @@ async def resolve(
     if row is None or not principal.may_see_ward(row["ward_code"]):
         raise NotFound("No such conflict.", code="conflict_not_found")
     if row["resolution_id"] == request.resolution_id:
-        return record_of(row)  # the same resolution again: already done
+        # The same resolution again: already done.
+        current = await load(row["entity_id"])
+        return record_of(row), current["version"] if current else 0
     if row["status"] in ("resolved", "superseded"):
         raise Conflict("This conflict was already resolved.", code="stale")
     listdef = await get_list(row["list"])
@@ -174,4 +147,4 @@ async def resolve(
     )
     updated = await ConflictRow.select().where(ConflictRow.id == row["id"]).first()
     assert updated is not None
-    return record_of(updated)
+    return record_of(updated), resolved_state.version

@@ -1,7 +1,9 @@
-"""Entities: load, merge (sync/merge.py, the one merge engine), store; with scope checks."""
+"""Entities: merge (sync/merge.py, the one merge engine) a change into a push's EntityBatch, with
+scope checks; the batch reads and writes the rows."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import msgspec
@@ -9,11 +11,9 @@ import msgspec
 from schemas.common import ErrorItem
 from schemas.sync import EntityChange, EntityResult
 from server.auth import Principal
-from server.db.tables_sync import Entity
-from server.services import conflicts
 from server.services.changes import ChangeRef
 from server.services.entity_lists import get_list
-from server.services.entity_store import load, state_of, store, ward_of
+from server.services.entity_store import EntityBatch, ward_of
 from sync.merge import (
     WriteContext,
     apply_entity_change,
@@ -42,18 +42,22 @@ async def apply_change(
     hlc: str,
     op_seq: int,
     submission_ward: str,
+    batch: EntityBatch,
     refs: list[ChangeRef],
 ) -> ChangeOutcome:
+    """Merge one change into `batch` (the push loaded its entities up front; this reloads one a
+    resolution wrote since)."""
     listdef = await get_list(change.list)
     assert listdef is not None  # push checked the list exists and is writable
-    row = await load(change.entity_id, lock=True)
-    current = state_of(row) if row else None
+    await batch.load([change.entity_id])
+    row = batch.get(change.entity_id)
+    current = row.state if row else None
     if row is not None:
-        if row["list"] != change.list:
+        if row.list != change.list:
             return _forbidden(
                 change, "$.list", "entity_list_mismatch", "this entity belongs to another list"
             )
-        if not principal.may_see_ward(row["ward_code"]):
+        if not principal.may_see_ward(row.ward_code):
             # Do not reveal that an entity exists outside the caller's wards.
             return _forbidden(
                 change, "$.entity_id", "ward_forbidden", "no such entity in your wards"
@@ -89,12 +93,8 @@ async def apply_change(
     if current is None and listdef.natural_key:
         key = natural_key(state.properties, listdef)
         if key is not None:
-            same_key = await Entity.select().where(
-                Entity.list == change.list, Entity.natural_key == key, Entity.deleted.eq(False)
-            )
-            new_conflicts.extend(
-                find_duplicate_candidates(state, [state_of(r) for r in same_key], listdef)
-            )
+            same_key = await batch.same_key(change.list, key)
+            new_conflicts.extend(find_duplicate_candidates(state, same_key, listdef))
     changed = outcome.changed
     version_before = current.version if current else 0
     if state.version == version_before and any(c.status == "open" for c in new_conflicts):
@@ -107,22 +107,28 @@ async def apply_change(
         ]
         changed = True
     if changed:
-        await store(state, listdef, ward_code=ward, exists=row is not None)
+        old_ward = row.ward_code if row is not None else ward
+        batch.put(state, listdef, ward)
         if state.version != version_before:
             refs.append(
                 ChangeRef(kind="entity", record_id=state.entity_id, list=state.list, ward_code=ward)
             )
-        if row is not None and row["ward_code"] != ward:
+        if old_ward != ward:
             # Devices of the old ward must drop their copy: it left their scope.
             refs.append(
                 ChangeRef(
                     kind="evict",
-                    record_id=f"{state.entity_id}@{row['ward_code']}",
+                    record_id=f"{state.entity_id}@{old_ward}",
                     list=state.list,
-                    ward_code=row["ward_code"],
+                    ward_code=old_ward,
                 )
             )
-    conflict_ids = await conflicts.store_new(state, ward, new_conflicts, refs)
+    conflict_ids = [str(uuid.uuid4()) for _ in new_conflicts]
+    batch.add_conflicts(conflict_ids, state, ward, new_conflicts)
+    refs.extend(
+        ChangeRef(kind="conflict", record_id=conflict_id, list=state.list, ward_code=ward)
+        for conflict_id in conflict_ids
+    )
     status = outcome.status
     if new_conflicts and status == "applied":
         status = "conflict" if any(c.status == "open" for c in new_conflicts) else "merged"

@@ -4,6 +4,12 @@ One push is one transaction: the device row is locked (pushes of one device are 
 new op is applied and its result stored in the op ledger, the device's last op_seq advances, and
 the change-log rows are written last (commit order, see changes.py). A transient failure rolls the
 whole push back and answers 503, so nothing advances.
+
+The work is batched per push, not per op: what the ops need from the database (their entities,
+locked in entity_id order; accepted submissions with their instance_ids; stored blobs; form
+versions) is read up front in a few queries, the ops are applied in order in memory, and the rows
+they produce are written in one statement per table. A `resolve` op writes through the database,
+so the batch is flushed before it.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from forms.spec import FormSpec
 from forms.validation import validate_submission
 from schemas.common import ErrorItem
 from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse
+from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
-from server.db.engine import current_engine, transaction
+from server.db.bulk import insert_rows, select_in
+from server.db.engine import transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import DeviceSync, OpLedger, Submission, SubmissionAttachment
 from server.errors import BadRequest, DomainError, Forbidden
@@ -27,6 +36,7 @@ from server.services import changes as change_log
 from server.services import conflicts, entities
 from server.services.blobs import missing_blobs
 from server.services.entity_lists import get_list, lists_for_role, may_write
+from server.services.entity_store import EntityBatch
 from server.services.forms import accepting_spec
 from sync.hlc import HLC, is_too_far_ahead
 
@@ -41,10 +51,88 @@ def server_hlc() -> str:
     return HLC(now_ms(), 0, SERVER_NODE).format()
 
 
+SUBMISSION_COLUMNS = (
+    "id",
+    "instance_id",
+    "form_id",
+    "form_version",
+    "status",
+    "ward_code",
+    "user_id",
+    "device_id",
+    "op_seq",
+    "hlc",
+    "captured_at",
+    "received_at",
+    "deprecated_id",
+    "content_hash",
+    "data",
+    "errors",
+)
+ATTACHMENT_COLUMNS = ("instance_id", "sha256", "name", "size", "content_type", "ward_code")
+LEDGER_COLUMNS = (
+    "key",
+    "device_id",
+    "op_seq",
+    "op_id",
+    "kind",
+    "status",
+    "max_position",
+    "result",
+    "created_at",
+)
+
+
 @dataclass
 class PushContext:
+    """One push's working set: what it read up front and the rows it will write."""
+
     principal: Principal
+    now: datetime
     refs: list[change_log.ChangeRef] = field(default_factory=list)
+    entities: EntityBatch = field(default_factory=EntityBatch)
+    accepted: dict[str, str] = field(default_factory=dict)  # instance_id -> content hash
+    missing: set[str] = field(default_factory=set)  # attachment hashes not stored yet
+    specs: dict[tuple[str, str], FormSpec | DomainError] = field(default_factory=dict)
+    submissions: list[tuple] = field(default_factory=list)
+    attachments: list[tuple] = field(default_factory=list)
+
+    async def prefetch(self, ops: list[Op]) -> None:
+        subs = [op.submission for op in ops if op.submission is not None]
+        if not subs:
+            return
+        instance_ids = sorted({s.instance_id for s in subs})
+        rows = await select_in(
+            Submission,
+            "instance_id, content_hash",
+            "instance_id",
+            instance_ids,
+            where="status = 'accepted'",
+        )
+        self.accepted = {r["instance_id"]: r["content_hash"] for r in rows}
+        self.missing = set(await missing_blobs(a.sha256 for s in subs for a in s.attachments))
+        await self.entities.load(change.entity_id for s in subs for change in s.entities)
+
+    async def spec(self, form_id: str, version: str) -> FormSpec:
+        key = (form_id, version)
+        if key not in self.specs:
+            try:
+                self.specs[key] = await accepting_spec(form_id, version)
+            except DomainError as error:
+                self.specs[key] = error
+        found = self.specs[key]
+        if isinstance(found, DomainError):
+            raise found
+        return found
+
+    def missing_of(self, sub: SubmissionIn) -> list[str]:
+        return [h for h in dict.fromkeys(a.sha256 for a in sub.attachments) if h in self.missing]
+
+    async def write(self) -> None:
+        """Everything but the change log and the ledger, which come last (changes.py)."""
+        await self.entities.flush()
+        await insert_rows(Submission, SUBMISSION_COLUMNS, self.submissions)
+        await insert_rows(SubmissionAttachment, ATTACHMENT_COLUMNS, self.attachments)
 
 
 async def apply_push(principal: Principal, request: PushRequest) -> PushResponse:
@@ -73,7 +161,8 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
         )
         results: list[OpResult] = []
         applied: list[tuple[Op, OpResult, list[change_log.ChangeRef]]] = []
-        ctx = PushContext(principal)
+        ctx = PushContext(principal, now=datetime.now(UTC))
+        await ctx.prefetch([op for op in request.ops if op.op_seq > last])
         for op in request.ops:
             if op.op_seq <= last:
                 stored = replayed.get(op.op_seq) or OpResult(op_seq=op.op_seq, status="applied")
@@ -87,30 +176,37 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
             results.append(result)
             last = op.op_seq
         if applied:
+            await ctx.write()
+            await DeviceSync.raw(
+                "UPDATE device_sync SET last_op_seq = {}, updated_at = {} WHERE device_id = {}",
+                last,
+                ctx.now,
+                principal.device_id,
+            )
             positions = await change_log.record([ref for _, _, refs in applied for ref in refs])
-            await OpLedger.insert(
-                *[
-                    OpLedger(
-                        key=f"{principal.device_id}:{op.op_seq}",
-                        device_id=principal.device_id,
-                        op_seq=op.op_seq,
-                        op_id=op.op_id,
-                        kind=op.kind,
-                        status=result.status,
+            await insert_rows(
+                OpLedger,
+                LEDGER_COLUMNS,
+                [
+                    (
+                        f"{principal.device_id}:{op.op_seq}",
+                        principal.device_id,
+                        op.op_seq,
+                        op.op_id,
+                        op.kind,
+                        result.status,
                         # Only entity rows count: workers never receive conflict rows, so a
                         # conflict's position must not hold their acked_through back.
-                        max_position=max(
+                        max(
                             (positions.get(r.record_key, 0) for r in refs if r.kind == "entity"),
                             default=0,
                         ),
-                        result=to_json(result),
+                        to_json(result),
+                        ctx.now,
                     )
                     for op, result, refs in applied
-                ]
+                ],
             )
-            await DeviceSync.update(
-                {DeviceSync.last_op_seq: last, DeviceSync.updated_at: datetime.now(UTC)}
-            ).where(DeviceSync.device_id == principal.device_id)
     return PushResponse(last_op_seq=last, server_hlc=server_hlc(), results=results)
 
 
@@ -131,28 +227,22 @@ def _check_order(ops: list[Op]) -> None:
 
 
 async def _lock_device(principal: Principal) -> int:
-    """Create the device's sync row if new, lock it, return its last applied op_seq."""
-    query = DeviceSync.select(DeviceSync.last_op_seq).where(
-        DeviceSync.device_id == principal.device_id
+    """Create the device's sync row if new, lock it, return its last applied op_seq.
+
+    One upsert that always updates: it creates the row without racing a concurrent first push
+    and takes its row lock (PostgreSQL) until commit; SQLite's IMMEDIATE transaction already
+    holds the single write lock."""
+    rows = await DeviceSync.raw(
+        "INSERT INTO device_sync "
+        "(device_id, user_id, last_op_seq, scope_fingerprint, scope_wards, scope_lists, updated_at) "
+        "VALUES ({}, {}, 0, '', '[]', '[]', {}) "
+        "ON CONFLICT (device_id) DO UPDATE SET device_id = excluded.device_id "
+        "RETURNING last_op_seq",
+        principal.device_id,
+        principal.user_id,
+        datetime.now(UTC),
     )
-    if current_engine().engine_type == "postgres":
-        # Ensure the row exists without racing a concurrent first push, then lock it.
-        await DeviceSync.raw(
-            "INSERT INTO device_sync (device_id, user_id, last_op_seq, scope_fingerprint, scope_wards, scope_lists, updated_at) "
-            "VALUES ({}, {}, 0, '', '[]', '[]', now()) ON CONFLICT (device_id) DO NOTHING",
-            principal.device_id,
-            principal.user_id,
-        )
-        row = await query.lock_rows().first()
-    else:
-        row = await query.first()
-        if row is None:
-            await DeviceSync.insert(
-                DeviceSync(device_id=principal.device_id, user_id=principal.user_id)
-            )
-            row = {"last_op_seq": 0}
-    assert row is not None
-    return int(row["last_op_seq"])
+    return int(rows[0]["last_op_seq"])
 
 
 async def _stored_results(device_id: str, op_seqs: list[int]) -> dict[int, OpResult]:
@@ -168,12 +258,16 @@ async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
     if op.kind == "resolve":
         if op.resolve is None:
             return _rejected(op, "$.resolve", "op_invalid", "a resolve op needs `resolve`")
+        # The resolution reads and writes the database: it must see this push's writes so far,
+        # and the batch must not hold a copy of the entity it changes.
+        await ctx.entities.flush()
         try:
-            record = await conflicts.resolve(
+            record, entity_version = await conflicts.resolve(
                 ctx.principal, op.resolve, hlc=op.hlc, op_seq=op.op_seq, refs=ctx.refs
             )
         except DomainError as error:
             return _rejected(op, "$.resolve", error.instance_code, error.detail or error.title)
+        ctx.entities.forget(record.entity_id)
         return OpResult(
             op_seq=op.op_seq,
             status="applied",
@@ -181,7 +275,7 @@ async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
                 EntityResult(
                     entity_id=record.entity_id,
                     status="applied",
-                    version=record.version,
+                    version=entity_version,
                     conflict_ids=[record.id],
                 )
             ],
@@ -212,19 +306,11 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
     principal = ctx.principal
     digest = content_hash(op)
     errors: list[ErrorItem] = []
-    accepted = (
-        await Submission.select(Submission.content_hash)
-        .where(Submission.instance_id == sub.instance_id, Submission.status == "accepted")
-        .first()
-    )
+    accepted = ctx.accepted.get(sub.instance_id)
     if accepted is not None:
-        if accepted["content_hash"] == digest:
+        if accepted == digest:
             # The same submission again under a new op: idempotent, nothing more to apply.
-            return OpResult(
-                op_seq=op.op_seq,
-                status="applied",
-                missing_blobs=await missing_blobs(a.sha256 for a in sub.attachments),
-            )
+            return OpResult(op_seq=op.op_seq, status="applied", missing_blobs=ctx.missing_of(sub))
         errors.append(
             ErrorItem(
                 path="$.submission.instance_id",
@@ -248,7 +334,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         )
     if not errors:
         try:
-            spec = await accepting_spec(sub.form_id, sub.form_version)
+            spec = await ctx.spec(sub.form_id, sub.form_version)
         except DomainError as error:
             errors.append(
                 ErrorItem(
@@ -256,7 +342,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 )
             )
         else:
-            validation = validate_submission(spec, sub.data, now=datetime.now(UTC))
+            validation = validate_submission(spec, sub.data, now=ctx.now)
             errors.extend(
                 ErrorItem(path=f"$.submission.data{e.path}", code=e.code, message=e.message)
                 for e in validation.errors
@@ -272,7 +358,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                         message=f"you may not write the list {change.list!r}",
                     )
                 )
-    await _store_submission(principal, op, digest, "rejected" if errors else "accepted", errors)
+    _store_submission(ctx, op, digest, "rejected" if errors else "accepted", errors)
     if errors:
         return OpResult(op_seq=op.op_seq, status="rejected", errors=errors)
 
@@ -284,6 +370,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
             hlc=op.hlc,
             op_seq=op.op_seq,
             submission_ward=sub.ward_code,
+            batch=ctx.entities,
             refs=ctx.refs,
         )
         if outcome.errors:
@@ -296,26 +383,16 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 for e in outcome.errors
             )
         entity_results.append(outcome.result)
-    if sub.attachments:
-        await SubmissionAttachment.insert(
-            *[
-                SubmissionAttachment(
-                    instance_id=sub.instance_id,
-                    sha256=a.sha256,
-                    name=a.name,
-                    size=a.size,
-                    content_type=a.content_type,
-                    ward_code=sub.ward_code,
-                )
-                for a in sub.attachments
-            ]
-        )
+    ctx.attachments.extend(
+        (sub.instance_id, a.sha256, a.name, a.size, a.content_type, sub.ward_code)
+        for a in sub.attachments
+    )
     return OpResult(
         op_seq=op.op_seq,
         status="applied",
         errors=errors,
         entities=entity_results,
-        missing_blobs=await missing_blobs(a.sha256 for a in sub.attachments),
+        missing_blobs=ctx.missing_of(sub),
     )
 
 
@@ -325,28 +402,32 @@ def submission_id(device_id: str, op_seq: int) -> str:
     return str(uuid.uuid5(uuid.UUID(device_id), str(op_seq)))
 
 
-async def _store_submission(
-    principal: Principal, op: Op, digest: str, status: str, errors: list[ErrorItem]
+def _store_submission(
+    ctx: PushContext, op: Op, digest: str, status: str, errors: list[ErrorItem]
 ) -> None:
     """Every submission is kept, accepted or not: rejected data is never dropped."""
     sub = op.submission
     assert sub is not None
-    await Submission.insert(
-        Submission(
-            id=submission_id(principal.device_id, op.op_seq),
-            instance_id=sub.instance_id,
-            form_id=sub.form_id,
-            form_version=sub.form_version,
-            status=status,
-            ward_code=sub.ward_code,
-            user_id=principal.user_id,
-            device_id=principal.device_id,
-            op_seq=op.op_seq,
-            hlc=op.hlc,
-            captured_at=sub.captured_at,
-            deprecated_id=sub.deprecated_id,
-            content_hash=digest,
-            data=to_json(sub.data),
-            errors=to_json(errors),
+    principal = ctx.principal
+    if status == "accepted":
+        ctx.accepted[sub.instance_id] = digest
+    ctx.submissions.append(
+        (
+            submission_id(principal.device_id, op.op_seq),
+            sub.instance_id,
+            sub.form_id,
+            sub.form_version,
+            status,
+            sub.ward_code,
+            principal.user_id,
+            principal.device_id,
+            op.op_seq,
+            op.hlc,
+            sub.captured_at,
+            ctx.now,
+            sub.deprecated_id,
+            digest,
+            to_json(sub.data),
+            to_json(errors),
         )
     )
