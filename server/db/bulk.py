@@ -53,16 +53,6 @@ def upsert_clause(key: str, columns: Sequence[str]) -> str:
     return f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
 
 
-async def delete_in(table: type[Table], column: str, values: Sequence[Any]) -> None:
-    """DELETE the rows whose `column` is one of `values`, in bounded IN lists."""
-    for start in range(0, len(values), MAX_PARAMETERS):
-        chunk = values[start : start + MAX_PARAMETERS]
-        await table.raw(
-            f"DELETE FROM {table._meta.tablename} WHERE {column} IN ({placeholders(len(chunk))})",  # noqa: S608
-            *chunk,
-        )
-
-
 async def select_in(
     table: type[Table], columns: str, column: str, values: Sequence[Any], *, where: str = ""
 ) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from server.db.bulk import delete_in, insert_rows
+from server.db.bulk import insert_rows, upsert_clause
 from server.db.tables_sync import ChangeCounter, ChangeLog
 
 CHANGE_COLUMNS = (
@@ -50,7 +50,12 @@ async def record(refs: Iterable[ChangeRef], *, commit_order: bool = True) -> dic
     The positions come from the counter row, whose row lock is held until commit, so they are
     handed out in commit order. `commit_order=False` takes them from a plain sequence instead
     (PostgreSQL only): the naive auto-increment cursor the gap test proves wrong."""
-    unique = {ref.record_key: ref for ref in refs}
+    # A record changed twice in one transaction takes the place of its last change (an entity
+    # moved to a ward and back comes after the eviction from that ward, not before it).
+    unique: dict[str, ChangeRef] = {}
+    for ref in refs:
+        unique.pop(ref.record_key, None)
+        unique[ref.record_key] = ref
     if not unique:
         return {}
     keys = list(unique)
@@ -66,7 +71,8 @@ async def record(refs: Iterable[ChangeRef], *, commit_order: bool = True) -> dic
             "SELECT nextval('change_log_id_seq') AS position FROM generate_series(1, {})", len(keys)
         )
         positions = dict(zip(keys, (int(r["position"]) for r in rows), strict=True))
-    await delete_in(ChangeLog, "record_key", keys)
+    # One row per record: an upsert on record_key moves it to its new position (the unique
+    # index is the arbiter, so this never depends on the planner's statistics).
     now = datetime.now(UTC)
     await insert_rows(
         ChangeLog,
@@ -75,6 +81,7 @@ async def record(refs: Iterable[ChangeRef], *, commit_order: bool = True) -> dic
             (positions[key], key, ref.kind, ref.record_id, ref.list, ref.ward_code, now)
             for key, ref in unique.items()
         ],
+        on_conflict=upsert_clause("record_key", CHANGE_COLUMNS),
     )
     return positions
 

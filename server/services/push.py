@@ -31,7 +31,7 @@ from server.db.bulk import insert_rows, select_in
 from server.db.engine import transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import DeviceSync, OpLedger, Submission, SubmissionAttachment
-from server.errors import BadRequest, DomainError, Forbidden
+from server.errors import BadRequest, DomainError, Forbidden, ServiceUnavailable
 from server.services import changes as change_log
 from server.services import conflicts, entities
 from server.services.blobs import missing_blobs
@@ -154,6 +154,21 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
                 ],
                 extra={"server_time": datetime.now(UTC).isoformat()},
             )
+    try:
+        return await _apply_in_transaction(principal, request)
+    except Exception as error:
+        if type(error).__name__ != "UniqueViolationError":
+            raise
+        # Another device's push committed the same key first (an instance_id, a new entity id):
+        # nothing of this push was applied; a retry re-reads and decides.
+        raise ServiceUnavailable(
+            "A concurrent push wrote the same record; retry.",
+            code="concurrent_write",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
+async def _apply_in_transaction(principal: Principal, request: PushRequest) -> PushResponse:
     async with transaction():
         last = await _lock_device(principal)
         replayed = await _stored_results(

@@ -4,12 +4,13 @@ ops in memory, so each op must still see the ones before it (versions, natural k
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import pytest
 
-from server.db.tables_sync import ConflictRow, Entity
+from server.db.tables_sync import ConflictRow, Entity, Submission
 from tests.helpers import BA_DINH, HOAN_KIEM, Api
 from tests.integration.sync.helpers import Device, hlc
 
@@ -143,3 +144,28 @@ async def test_resolve_op_then_an_edit_of_the_same_entity(api: Api) -> None:
     await a.pull_all()
     assert a.store[entity_id]["properties"]["risk_class"] == "low"
     assert a.store[entity_id]["conflicted"] == []
+
+
+async def test_two_devices_racing_with_one_submission_store_it_once(api: Api) -> None:
+    """The same submission (a shared outbox export, say) pushed by two devices at the same moment:
+    one accepted row and one entity; the loser of the race answers 503 and its retry is a no-op."""
+    a = await device(api, "inspector", [HOAN_KIEM])
+    b = await device(api, "inspector", [HOAN_KIEM])
+    for _ in range(5):
+        op_a = a.inspection(HOAN_KIEM, properties={"business_name": f"Quán {uuid.uuid4()}"})
+        op_b = {**b.inspection(HOAN_KIEM), "submission": op_a["submission"]}
+        responses = await asyncio.gather(a.push(op_a), b.push(op_b))
+        for dev, op, response in zip((a, b), (op_a, op_b), responses, strict=True):
+            while response.status_code == 503:
+                assert response.json()["code"] == "concurrent_write"
+                assert response.headers["retry-after"]
+                response = await dev.push(op)
+            assert response.status_code == 200, response.text
+            assert response.json()["results"][0]["status"] == "applied"
+        instance_id = op_a["submission"]["instance_id"]
+        rows = await Submission.select(Submission.status).where(
+            Submission.instance_id == instance_id
+        )
+        assert [r["status"] for r in rows] == ["accepted"]
+        entity_id = op_a["submission"]["entities"][0]["entity_id"]
+        assert await Entity.count().where(Entity.entity_id == entity_id) == 1
