@@ -176,6 +176,8 @@ class OpResult(msgspec.Struct, kw_only=True, frozen=True):
     errors: list[ErrorItem] = msgspec.field(default_factory=list)
     entities: list[EntityResult] = msgspec.field(default_factory=list)
     missing_blobs: list[str] = msgspec.field(default_factory=list)
+    # On a `duplicate`: what the op's first application answered (`applied` or `rejected`).
+    original_status: OpStatus | None = None
 
 
 class PushResponse(msgspec.Struct, kw_only=True, frozen=True):

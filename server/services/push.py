@@ -174,6 +174,9 @@ async def _apply_in_transaction(principal: Principal, request: PushRequest) -> P
         replayed = await _stored_results(
             principal.device_id, [op.op_seq for op in request.ops if op.op_seq <= last]
         )
+        still_missing = set(
+            await missing_blobs(h for r in replayed.values() for h in r.missing_blobs)
+        )
         results: list[OpResult] = []
         applied: list[tuple[Op, OpResult, list[change_log.ChangeRef]]] = []
         ctx = PushContext(principal, now=datetime.now(UTC))
@@ -181,7 +184,15 @@ async def _apply_in_transaction(principal: Principal, request: PushRequest) -> P
         for op in request.ops:
             if op.op_seq <= last:
                 stored = replayed.get(op.op_seq) or OpResult(op_seq=op.op_seq, status="applied")
-                results.append(msgspec.structs.replace(stored, status="duplicate"))
+                results.append(
+                    msgspec.structs.replace(
+                        stored,
+                        status="duplicate",
+                        original_status=stored.status,
+                        # Files may have arrived since: a replay answers what is missing now.
+                        missing_blobs=[h for h in stored.missing_blobs if h in still_missing],
+                    )
+                )
                 continue
             if op.op_seq > last + 1:
                 break  # a gap: the device resends from last_op_seq + 1

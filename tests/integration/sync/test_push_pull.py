@@ -48,6 +48,7 @@ async def test_replays_are_duplicates_and_gaps_stop(api: Api) -> None:
     # The response was lost: the device sends op 1 again with op 2.
     replay = (await tablet.push(first, second)).json()
     assert [r["status"] for r in replay["results"]] == ["duplicate", "applied"]
+    assert [r["original_status"] for r in replay["results"]] == ["applied", None]
     assert (
         replay["results"][0]["entities"][0]["entity_id"]
         == first["submission"]["entities"][0]["entity_id"]
@@ -78,6 +79,15 @@ async def test_rejected_op_consumes_its_seq_and_keeps_the_data(api: Api) -> None
         Submission.device_id == tablet.session.device_id
     )
     assert sorted(r["status"] for r in kept) == ["accepted", "rejected", "rejected", "rejected"]
+    # A replay says what each op's first application answered, errors included.
+    replay = (await tablet.push(bad, unknown_version, other_ward, good)).json()
+    assert [(r["status"], r["original_status"]) for r in replay["results"]] == [
+        ("duplicate", "rejected"),
+        ("duplicate", "rejected"),
+        ("duplicate", "rejected"),
+        ("duplicate", "applied"),
+    ]
+    assert replay["results"][1]["errors"][0]["code"] == "form_version_unknown"
 
 
 async def test_instance_id_reuse(api: Api) -> None:
@@ -347,6 +357,9 @@ async def test_supervisor_sees_how_many_files_arrived(api: Api) -> None:
     supervisor = await device(api, "supervisor")
     status = (await api.http.get(url, headers=supervisor.headers)).json()
     assert status == {"expected": 3, "received": 2, "missing": [files[2]]}
+    # A replay of the op (its response was lost) answers what is missing now, not then.
+    replay = (await tablet.push(op)).json()["results"][0]
+    assert replay["status"] == "duplicate" and replay["missing_blobs"] == [files[2]]
     elsewhere = await device(api, "supervisor", [BA_DINH])
     assert_problem(await api.http.get(url, headers=elsewhere.headers), 404, "submission_not_found")
     assert_problem(await api.http.get(url, headers=tablet.headers), 403, "role_forbidden")
