@@ -44,6 +44,19 @@ class Backfill(msgspec.Struct, frozen=True, array_like=True):
     after: str | None = None
 
 
+class Evicting(msgspec.Struct, frozen=True, array_like=True):
+    """Evictions in progress after the scope shrank, paged like everything else.
+
+    Until they are done the cursor keeps the scope the device was served under (`Cursor.wards`,
+    `lists`, `scope`). `target` is the scope fingerprint they lead to: if the scope changes again
+    meanwhile they restart against the new one. `after` is the keyset: "" at the start, then
+    "e:<entity_id>" while entities are evicted and "c:<conflict_id>" for a supervisor's conflicts.
+    """
+
+    target: str
+    after: str = ""
+
+
 class Cursor(msgspec.Struct, frozen=True, array_like=True):
     device_id: str
     position: int
@@ -53,6 +66,7 @@ class Cursor(msgspec.Struct, frozen=True, array_like=True):
     # What the device was served under: a scope change evicts what left and back-fills what came.
     wards: tuple[str, ...] = ()
     lists: tuple[str, ...] = ()
+    evicting: Evicting | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()

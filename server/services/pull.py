@@ -36,6 +36,7 @@ from sync.cursor import (
     Cursor,
     CursorInvalid,
     CursorWrongDevice,
+    Evicting,
     decode_cursor,
     encode_cursor,
     scope_fingerprint,
@@ -75,16 +76,37 @@ async def pull(settings: Settings, principal: Principal, request: PullRequest) -
     changes: list[Change] = []
     backfill: Backfill | None = None
     position = 0
+    budget = _Budget(request.max_items, request.max_bytes)
     if cursor is not None:
         position = cursor.position
         backfill = cursor.backfill
         if cursor.scope != fingerprint:
-            changes.extend(await _evictions(cursor, wards, lists))
-            if principal.role in RESOLVER_ROLES:
-                changes.extend(await _conflict_evictions(cursor, wards))
+            evicting = cursor.evicting
+            if evicting is None or evicting.target != fingerprint:
+                evicting = Evicting(target=fingerprint)  # (re)start against the current scope
+            after = await _evictions(
+                cursor,
+                wards,
+                lists,
+                principal.role in RESOLVER_ROLES,
+                evicting.after,
+                budget,
+                changes,
+            )
+            if after is not None:
+                # More to evict: the cursor keeps its old scope and position until it is done.
+                more = msgspec.structs.replace(
+                    cursor, evicting=Evicting(target=fingerprint, after=after)
+                )
+                return PullResponse(
+                    cursor=encode_cursor(more, key),
+                    has_more=True,
+                    server_hlc=server_hlc(),
+                    acked_through=await _acked_through(principal.device_id, 0),
+                    reset=reset,
+                    changes=changes,
+                )
             backfill = _rescoped_backfill(cursor, wards, lists)
-    budget = _Budget(request.max_items, request.max_bytes)
-    budget.spend_all(changes)
     include_conflicts = principal.role in RESOLVER_ROLES
     form_roles = await _form_roles()
 
@@ -154,10 +176,6 @@ class _Budget:
         self.items_left -= 1
         self.bytes_left -= size
         return True
-
-    def spend_all(self, changes: list[Change]) -> None:
-        for change in changes:
-            self.bytes_left -= len(msgspec.json.encode(change))
 
 
 class _Served(msgspec.Struct):
@@ -274,37 +292,81 @@ async def _form_roles() -> dict[str, list[str]]:
 
 
 async def _evictions(
-    cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]
-) -> list[Change]:
-    """Records the device holds that left its scope: drop the local copy (not a delete)."""
+    cursor: Cursor,
+    wards: tuple[str, ...],
+    lists: tuple[str, ...],
+    resolver: bool,
+    after: str,
+    budget: _Budget,
+    out: list[Change],
+) -> str | None:
+    """Records the device holds that left its scope: drop the local copy (not a delete). Entities
+    first, then (for supervisors) conflict records, each in entity/conflict id order from `after`
+    and within the page's budget. Returns where to go on from, or None when all are served."""
+    if not after.startswith("c:"):
+        query = _left_scope_entities(cursor, wards, lists)
+        last = after.removeprefix("e:")
+        if query is not None:
+            rows = await (
+                query.where(Entity.entity_id > last)
+                .order_by(Entity.entity_id)
+                .limit(budget.items_left + 1)
+            )
+            for row in rows:
+                change = EntityChangeOut(
+                    list=row["list"], id=row["entity_id"], version=0, evict=True
+                )
+                if not budget.fits(change, first=not out):
+                    return f"e:{last}"
+                out.append(change)
+                last = row["entity_id"]
+        after = "c:"
+    if resolver:
+        query = _left_scope_conflicts(cursor, wards)
+        last = after.removeprefix("c:")
+        if query is not None:
+            rows = await (
+                query.where(ConflictRow.id > last)
+                .order_by(ConflictRow.id)
+                .limit(budget.items_left + 1)
+            )
+            for row in rows:
+                conflict = ConflictChangeOut(
+                    id=row["id"],
+                    list=row["list"],
+                    entity_id=row["entity_id"],
+                    kind=row["kind"],
+                    status=row["status"],
+                    candidates=[],
+                    evict=True,
+                )
+                if not budget.fits(conflict, first=not out):
+                    return f"c:{last}"
+                out.append(conflict)
+                last = row["id"]
+    return None
+
+
+def _left_scope_entities(cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]) -> Any:
+    """Entities in the scope the cursor was served under but not in the current one."""
     old_wards, old_lists = tuple(cursor.wards), tuple(cursor.lists)
     removed_lists = [name for name in old_lists if name not in lists]
     removed_wards = [] if wards == CITY_WIDE else [w for w in old_wards if w not in wards]
+    where = None
     if old_wards == CITY_WIDE and wards != CITY_WIDE:
-        query = Entity.select(Entity.entity_id, Entity.list).where(
-            Entity.ward_code.not_in(list(wards) or ["-"])
-        )
+        where = Entity.ward_code.not_in(list(wards) or ["-"])
     elif removed_wards:
-        query = Entity.select(Entity.entity_id, Entity.list).where(
-            Entity.ward_code.is_in(removed_wards)
-        )
-    else:
-        query = None
-    evicted: dict[str, EntityChangeOut] = {}
-    if query is not None:
-        for row in await query.where(Entity.list.is_in(list(old_lists) or ["-"])):
-            evicted[row["entity_id"]] = EntityChangeOut(
-                list=row["list"], id=row["entity_id"], version=0, evict=True
-            )
+        where = Entity.ward_code.is_in(removed_wards)
+    if where is not None:
+        where = where & Entity.list.is_in(list(old_lists) or ["-"])
     if removed_lists:
-        scope = Entity.select(Entity.entity_id, Entity.list).where(Entity.list.is_in(removed_lists))
+        gone = Entity.list.is_in(removed_lists)
         if old_wards != CITY_WIDE:
-            scope = scope.where(Entity.ward_code.is_in(list(old_wards) or ["-"]))
-        for row in await scope:
-            evicted[row["entity_id"]] = EntityChangeOut(
-                list=row["list"], id=row["entity_id"], version=0, evict=True
-            )
-    return list(evicted.values())
+            gone = gone & Entity.ward_code.is_in(list(old_wards) or ["-"])
+        where = gone if where is None else where | gone
+    if where is None:
+        return None
+    return Entity.select(Entity.entity_id, Entity.list).where(where)
 
 
 def _wardset(wards: tuple[str, ...]) -> set[str] | None:
@@ -348,11 +410,11 @@ async def _still_visible(entity_ids: list[str], principal: Principal) -> set[str
     return {r["entity_id"] for r in rows if principal.may_see_ward(r["ward_code"])}
 
 
-async def _conflict_evictions(cursor: Cursor, wards: tuple[str, ...]) -> list[Change]:
-    """A supervisor's conflict records of wards taken away leave the device, without their values."""
+def _left_scope_conflicts(cursor: Cursor, wards: tuple[str, ...]) -> Any:
+    """A supervisor's conflict records of wards taken away leave the device, without values."""
     old, new = _wardset(tuple(cursor.wards)), _wardset(wards)
     if new is None:
-        return []
+        return None
     query = ConflictRow.select(
         ConflictRow.id,
         ConflictRow.list,
@@ -361,24 +423,11 @@ async def _conflict_evictions(cursor: Cursor, wards: tuple[str, ...]) -> list[Ch
         ConflictRow.status,
     )
     if old is None:
-        query = query.where(ConflictRow.ward_code.not_in(sorted(new) or ["-"]))
-    else:
-        removed = sorted(old - new)
-        if not removed:
-            return []
-        query = query.where(ConflictRow.ward_code.is_in(removed))
-    return [
-        ConflictChangeOut(
-            id=r["id"],
-            list=r["list"],
-            entity_id=r["entity_id"],
-            kind=r["kind"],
-            status=r["status"],
-            candidates=[],
-            evict=True,
-        )
-        for r in await query
-    ]
+        return query.where(ConflictRow.ward_code.not_in(sorted(new) or ["-"]))
+    removed = sorted(old - new)
+    if not removed:
+        return None
+    return query.where(ConflictRow.ward_code.is_in(removed))
 
 
 async def _acked_through(device_id: str, position: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import msgspec
 import pytest
@@ -363,3 +364,50 @@ async def test_supervisor_sees_how_many_files_arrived(api: Api) -> None:
     elsewhere = await device(api, "supervisor", [BA_DINH])
     assert_problem(await api.http.get(url, headers=elsewhere.headers), 404, "submission_not_found")
     assert_problem(await api.http.get(url, headers=tablet.headers), 403, "role_forbidden")
+
+
+async def test_evictions_are_paged_and_restart_when_the_scope_changes_again(api: Api) -> None:
+    """Losing a ward can evict thousands of records: they come in pages like everything else, and
+    a second change of scope in the middle of them still evicts everything that left."""
+    from tests.helpers import PASSWORD, login
+
+    third = "00008"
+    boss = await api.create_user("supervisor", [HOAN_KIEM, BA_DINH, third])
+    tablet = Device(api.http, await login(api.http, boss["username"], PASSWORD))
+    hk, bd = await device(api, wards=[HOAN_KIEM]), await device(api, wards=[BA_DINH])
+    twin = {"business_name": f"Quán {uuid.uuid4()}", "address": "1 Hàng Bè"}
+    # 9 entities in each ward; the first two of each share a natural key: one conflict each.
+    for worker, ward in ((hk, HOAN_KIEM), (bd, BA_DINH)):
+        ops = [worker.inspection(ward, properties=twin) for _ in range(2)]
+        ops += [worker.inspection(ward) for _ in range(7)]
+        assert (await worker.push(*ops)).json()["last_op_seq"] == 9
+    first = await tablet.pull_all()
+    held = {c["id"]: c["properties"]["ward_code"] for c in first if c["type"] == "entity"}
+    held_conflicts = {c["id"] for c in first if c["type"] == "conflict"}
+    assert sorted(held.values()).count(HOAN_KIEM) >= 9 and len(held_conflicts) >= 2
+
+    def patch(wards: list[str]) -> Any:
+        return api.http.patch(
+            f"/api/v1/users/{boss['id']}", json={"wards": wards}, headers=api.admin.headers
+        )
+
+    await patch([BA_DINH, third])
+    page = await tablet.pull(max_items=4)
+    assert page["has_more"] and len(page["changes"]) == 4
+    assert all(c["evict"] for c in page["changes"])
+    evicted = list(page["changes"])
+    await patch([third])  # Ba Đình goes too, half-way through Hoàn Kiếm's evictions
+    while True:
+        page = await tablet.pull(max_items=4)
+        assert len(page["changes"]) <= 4
+        evicted.extend(page["changes"])
+        if not page["has_more"]:
+            break
+    evicted_entities = {c["id"] for c in evicted if c["type"] == "entity" and c["evict"]}
+    evicted_conflicts = {c["id"] for c in evicted if c["type"] == "conflict" and c["evict"]}
+    gone = {i for i, ward in held.items() if ward in (HOAN_KIEM, BA_DINH)}
+    assert gone <= evicted_entities
+    assert held_conflicts <= evicted_conflicts
+    assert not any(i in tablet.store for i in gone)
+    # Evictions carry no values.
+    assert all(c["candidates"] == [] for c in evicted if c["type"] == "conflict")
