@@ -9,7 +9,7 @@ inspector's ward. Then, through the API:
 - incremental: another device of the inspector pushes 100 changes in the ward, and pulls are timed
   from the cursor taken just before them (repeated; medians).
 
-Run:  PYTHONPATH=. /tmp/probe/.venv/bin/python -m bench.bench_pull
+Run:  PYTHONPATH=. .venv/bin/python -m bench.bench_pull
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Two phases after the set-up (each device creates its establishments, then one wa
 - paced: devices push on a schedule that adds up to `--rate` ops/s (open loop), as tablets
   coming back online would. Gives the push latency at that load.
 
-Run:  PYTHONPATH=. /tmp/probe/.venv/bin/python -m bench.bench_push
+Run:  PYTHONPATH=. .venv/bin/python -m bench.bench_push
 """
 
 from __future__ import annotations
