@@ -180,7 +180,10 @@ async def _apply_in_transaction(principal: Principal, request: PushRequest) -> P
         results: list[OpResult] = []
         applied: list[tuple[Op, OpResult, list[change_log.ChangeRef]]] = []
         ctx = PushContext(principal, now=datetime.now(UTC))
-        await ctx.prefetch([op for op in request.ops if op.op_seq > last])
+        new_ops = [op for op in request.ops if op.op_seq > last]
+        if new_ops and new_ops[0].op_seq != last + 1:
+            new_ops = []  # a gap: nothing will be applied, so nothing to read or lock
+        await ctx.prefetch(new_ops)
         for op in request.ops:
             if op.op_seq <= last:
                 stored = replayed.get(op.op_seq) or OpResult(op_seq=op.op_seq, status="applied")
