@@ -277,8 +277,9 @@ async def _lock_device(principal: Principal) -> int:
 async def _stored_results(device_id: str, op_seqs: list[int]) -> dict[int, OpResult]:
     if not op_seqs:
         return {}
+    # By the unique key: a long-lived device's ledger is not read to find a few replayed ops.
     rows = await OpLedger.select(OpLedger.op_seq, OpLedger.result).where(
-        OpLedger.device_id == device_id, OpLedger.op_seq.is_in(op_seqs)
+        OpLedger.key.is_in([f"{device_id}:{seq}" for seq in op_seqs])
     )
     return {int(r["op_seq"]): from_json(r["result"], OpResult) for r in rows}
 
