@@ -7,8 +7,10 @@ and exits, so an operator never sees a traceback for a typo.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,31 @@ PREFIX = "FIELDSYNC_"
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+# What devices may attach unless FIELDSYNC_ALLOWED_CONTENT_TYPES says otherwise: photos of
+# establishments, recordings of community sessions, scanned attendance sheets. Each has magic bytes
+# that server/services/blobs.py recognises (a type it cannot sniff is refused at completion).
+DEFAULT_ALLOWED_CONTENT_TYPES: frozenset[str] = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/x-m4a",
+        "audio/m4a",
+        "audio/ogg",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+        "audio/amr",
+        "application/pdf",
+    }
+)
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 
 class SettingsError(Exception):
@@ -47,6 +74,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     admin_password: str = ""
     db_pool_size: PositiveInt = 10
     log_retention_days: PositiveInt = 90
+    # Attachments: an interrupted upload's staged bytes are kept this long after its last byte.
+    upload_expiry_hours: PositiveInt = 24
+    # Comma-separated media types devices may attach (FIELDSYNC_ALLOWED_CONTENT_TYPES).
+    allowed_content_types: str = ",".join(sorted(DEFAULT_ALLOWED_CONTENT_TYPES))
+    blob_url_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = 300
+    max_active_uploads_per_user: PositiveInt = 4
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -57,6 +90,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def allowed_content_type_set(self) -> frozenset[str]:
+        """FIELDSYNC_ALLOWED_CONTENT_TYPES as a set of lower-case `type/subtype` strings."""
+        return _parse_content_types(self.allowed_content_types)
+
+    @property
+    def upload_expiry(self) -> timedelta:
+        return timedelta(hours=self.upload_expiry_hours)
+
+    @property
+    def blob_url_ttl(self) -> timedelta:
+        return timedelta(seconds=self.blob_url_ttl_seconds)
 
 
 _FIELDS = {name: f"{PREFIX}{name.upper()}" for name in Settings.__struct_fields__}
@@ -106,6 +152,10 @@ def _complete(s: Settings) -> Settings:
         raise SettingsError(
             f"{PREFIX}BLOB_STORE: expected local:<dir> or s3://<bucket>, got {blob_store!r}"
         )
+    try:
+        _parse_content_types(s.allowed_content_types)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}ALLOWED_CONTENT_TYPES: {exc}") from None
     secret_key = s.secret_key or _local_secret(Path(data_dir))
     if len(secret_key) < 32:
         raise SettingsError(f"{PREFIX}SECRET_KEY: must be at least 32 characters")
@@ -116,6 +166,18 @@ def _complete(s: Settings) -> Settings:
         s3_public_endpoint=s.s3_public_endpoint or s.s3_endpoint,
         secret_key=secret_key,
     )
+
+
+def _parse_content_types(value: str) -> frozenset[str]:
+    types = [item.strip().lower() for item in value.split(",") if item.strip()]
+    if not types:
+        raise ValueError(
+            "expected a comma-separated list of media types, e.g. image/jpeg,image/png"
+        )
+    for item in types:
+        if not _MEDIA_TYPE.fullmatch(item):
+            raise ValueError(f"{item!r} is not a media type (type/subtype, e.g. image/jpeg)")
+    return frozenset(types)
 
 
 def _local_secret(data_dir: Path) -> str:

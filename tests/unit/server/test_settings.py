@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from server.settings import SettingsError, load_settings, variable_names
+from server.settings import (
+    DEFAULT_ALLOWED_CONTENT_TYPES,
+    SettingsError,
+    load_settings,
+    variable_names,
+)
 
 
 def test_defaults_are_embedded(tmp_path: Path) -> None:
@@ -61,3 +67,61 @@ def test_errors_name_the_variable(tmp_path: Path, env: dict[str, str], variable:
 def test_variable_names() -> None:
     names = variable_names()
     assert "FIELDSYNC_DATABASE_URL" in names and "FIELDSYNC_S3_PUBLIC_ENDPOINT" in names
+
+
+def test_attachment_settings_default_to_the_documented_values(tmp_path: Path) -> None:
+    s = load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path)})
+    assert (s.upload_expiry_hours, s.blob_url_ttl_seconds, s.max_active_uploads_per_user) == (
+        24,
+        300,
+        4,
+    )
+    assert s.upload_expiry == timedelta(hours=24) and s.blob_url_ttl == timedelta(minutes=5)
+    assert s.allowed_content_type_set == DEFAULT_ALLOWED_CONTENT_TYPES
+    assert {"image/jpeg", "audio/ogg", "application/pdf"} <= s.allowed_content_type_set
+
+
+def test_attachment_settings_from_the_environment(tmp_path: Path) -> None:
+    s = load_settings(
+        {
+            "FIELDSYNC_DATA_DIR": str(tmp_path),
+            "FIELDSYNC_UPLOAD_EXPIRY_HOURS": "6",
+            "FIELDSYNC_ALLOWED_CONTENT_TYPES": " Image/JPEG, application/pdf,,",
+            "FIELDSYNC_BLOB_URL_TTL_SECONDS": "60",
+            "FIELDSYNC_MAX_ACTIVE_UPLOADS_PER_USER": "2",
+        }
+    )
+    assert s.upload_expiry == timedelta(hours=6)
+    assert s.allowed_content_type_set == {"image/jpeg", "application/pdf"}
+    assert s.blob_url_ttl == timedelta(seconds=60)
+    assert s.max_active_uploads_per_user == 2
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FIELDSYNC_UPLOAD_EXPIRY_HOURS", "0"),
+        ("FIELDSYNC_UPLOAD_EXPIRY_HOURS", "a day"),
+        ("FIELDSYNC_ALLOWED_CONTENT_TYPES", "image/jpeg,jpeg"),
+        ("FIELDSYNC_ALLOWED_CONTENT_TYPES", "image/jpeg;q=1"),
+        ("FIELDSYNC_ALLOWED_CONTENT_TYPES", " , "),
+        ("FIELDSYNC_BLOB_URL_TTL_SECONDS", "-5"),
+        ("FIELDSYNC_BLOB_URL_TTL_SECONDS", "999999999"),
+        ("FIELDSYNC_MAX_ACTIVE_UPLOADS_PER_USER", "0"),
+    ],
+)
+def test_bad_attachment_settings_name_the_variable_in_one_line(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}: ") as raised:
+        load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), variable: value})
+    assert "\n" not in str(raised.value)
+
+
+def test_attachment_variables_are_known() -> None:
+    assert {
+        "FIELDSYNC_UPLOAD_EXPIRY_HOURS",
+        "FIELDSYNC_ALLOWED_CONTENT_TYPES",
+        "FIELDSYNC_BLOB_URL_TTL_SECONDS",
+        "FIELDSYNC_MAX_ACTIVE_UPLOADS_PER_USER",
+    } <= set(variable_names())
