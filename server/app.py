@@ -61,6 +61,9 @@ def create_app(
         try:
             yield
         finally:
+            uploads = app.state.get("upload_runtime")
+            if uploads is not None:  # parts of tus uploads still on their way to the store
+                await uploads.drain()
             if owned_engine:
                 await close_engine(db)
 

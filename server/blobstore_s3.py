@@ -3,6 +3,9 @@
 Every SDK call runs in a worker thread. A put streams into `staging/<sha256>.<random>` as a
 multipart upload of PART_SIZE parts, hashing on the way; only a verified object is copied
 server-side to `blobs/<sha256>`, so the public key never holds unverified bytes.
+A resumable upload whose caller hashes the bytes itself stages as a multipart upload at
+`blobs/<sha256>` directly (invisible until completed) and completes it only once the digest
+matched: no copy. Without that promise it stages privately under `uploads/` and is copied.
 Memory per put is bounded by about 3 x PART_SIZE + one caller chunk (the SDK assembles a part by
 concatenation and then slices it), about 16 MiB; measured 15-16 MiB for a 64 MiB put.
 """
@@ -50,8 +53,9 @@ from sync.blobs import (
 PART_SIZE = 5 * 1024 * 1024
 BLOB_PREFIX = "blobs/"
 STAGING_PREFIX = "staging/"
-# Resumable uploads: `uploads/<staging id>` is a multipart upload, `uploads/<staging id>.tail` the
-# bytes not yet filling a part. The handle is "<staging id>/<multipart upload id>".
+# Resumable uploads: a multipart upload at `blobs/<sha256>` (handle "blobs/<sha256>/<multipart
+# upload id>") or, when the caller does not hash, at `uploads/<staging id>` (handle "<staging
+# id>/<multipart upload id>"); the bytes not yet filling a part wait in an `uploads/...tail` object.
 UPLOADS_PREFIX = "uploads/"
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 
@@ -277,18 +281,43 @@ class S3BlobStore(BlobStore):
     # --- staged (resumable) uploads -------------------------------------------------------------
 
     def _split_handle(self, handle: str) -> tuple[str, str]:
-        staging_id, _, multipart_id = handle.partition("/")
-        validate_staging_id(staging_id)
+        """(object key of the multipart upload, multipart upload id)."""
+        if handle.startswith(BLOB_PREFIX):  # "blobs/<sha256>/<multipart id>": at the blob's key
+            sha256, _, multipart_id = handle.removeprefix(BLOB_PREFIX).partition("/")
+            validate_key(sha256)
+            key = BLOB_PREFIX + sha256
+        else:  # "<staging id>/<multipart id>": private, copied to the blob's key when verified
+            staging_id, _, multipart_id = handle.partition("/")
+            key = UPLOADS_PREFIX + validate_staging_id(staging_id)
         if not multipart_id:
             raise BlobStoreError(f"not an S3 staging handle: {handle!r}")
-        return UPLOADS_PREFIX + staging_id, multipart_id
+        return key, multipart_id
 
-    async def begin_staging(self, staging_id: str, *, content_type: str | None = None) -> str:
-        key = UPLOADS_PREFIX + validate_staging_id(staging_id)
+    def _tail_key(self, handle: str) -> str:
+        key, _ = self._split_handle(handle)
+        if key.startswith(BLOB_PREFIX):
+            # Two devices may stage the same blob at once: the tail is per multipart upload.
+            return f"{UPLOADS_PREFIX}{hashlib.sha256(handle.encode()).hexdigest()[:40]}.tail"
+        return key + ".tail"
+
+    def staging_blob(self, handle: str) -> str | None:
+        key, _ = self._split_handle(handle)
+        return key.removeprefix(BLOB_PREFIX) if key.startswith(BLOB_PREFIX) else None
+
+    async def begin_staging(
+        self, staging_id: str, *, content_type: str | None = None, sha256: str | None = None
+    ) -> str:
+        validate_staging_id(staging_id)
+        # With the declared hash (the caller verifies the digest before publishing), stage right
+        # at the blob's key: a multipart upload is invisible until completed, and completing it
+        # there replaces the server-side copy a private staging key needs.
+        key = BLOB_PREFIX + validate_key(sha256) if sha256 else UPLOADS_PREFIX + staging_id
         headers = {"Content-Type": content_type or DEFAULT_CONTENT_TYPE}
         multipart_id = await self._call(
             self._client._create_multipart_upload, self.bucket, key, headers
         )
+        if sha256:
+            return f"{key}/{multipart_id}"
         return f"{staging_id}/{multipart_id}"
 
     async def stage_part(self, handle: str, number: int, data: bytes) -> StagedPart:
@@ -299,16 +328,15 @@ class S3BlobStore(BlobStore):
         return StagedPart(number=number, size=len(data), etag=etag)
 
     async def stage_tail(self, handle: str, data: bytes) -> None:
-        key, _ = self._split_handle(handle)
-        await self._call(self._client._put_object, self.bucket, key + ".tail", data)
+        await self._call(self._client._put_object, self.bucket, self._tail_key(handle), data)
 
     async def read_tail(self, handle: str, size: int) -> bytes:
         if size == 0:
             return b""
-        key, _ = self._split_handle(handle)
+        tail_key = self._tail_key(handle)
 
         def fetch() -> bytes:
-            response = self._client.get_object(self.bucket, key + ".tail", offset=0, length=size)
+            response = self._client.get_object(self.bucket, tail_key, offset=0, length=size)
             try:
                 return bytes(response.read())
             finally:
@@ -341,6 +369,18 @@ class S3BlobStore(BlobStore):
             existing = await self.stat(sha256)
             if existing is not None:
                 return existing
+            if key == BLOB_PREFIX + sha256:
+                # Staged at the blob's own key: completing makes it readable, so the digest the
+                # caller computed is checked first and a mismatch never completes.
+                if digest is None:
+                    raise BlobHashMismatch(
+                        "bytes staged at the blob's key need the caller's digest to publish"
+                    )
+                verify_received(sha256, digest, size, size)
+                await self._complete(key, multipart_id, s3_parts)
+                return BlobInfo(sha256, size, content_type or DEFAULT_CONTENT_TYPE)
+            if key.startswith(BLOB_PREFIX):
+                raise BlobHashMismatch(f"bytes staged for {key} cannot publish as {sha256}")
             # A multipart upload completes only under the key it was created for: assemble it
             # privately, verify (hashing it back unless the caller hashed it while streaming),
             # then copy it server-side under the public key.
@@ -377,11 +417,13 @@ class S3BlobStore(BlobStore):
 
     async def discard_staged(self, handle: str) -> None:
         key, multipart_id = self._split_handle(handle)
-        for call, args in (
+        cleanup: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
             (self._client._abort_multipart_upload, (self.bucket, key, multipart_id)),
-            (self._client.remove_object, (self.bucket, key)),
-            (self._client.remove_object, (self.bucket, key + ".tail")),
-        ):
+            (self._client.remove_object, (self.bucket, self._tail_key(handle))),
+        ]
+        if not key.startswith(BLOB_PREFIX):  # a completed private object; never the blob itself
+            cleanup.append((self._client.remove_object, (self.bucket, key)))
+        for call, args in cleanup:
             try:
                 await self._call(call, *args)
             except S3RequestFailed as exc:
@@ -390,12 +432,16 @@ class S3BlobStore(BlobStore):
 
     async def staging_handles(self) -> AsyncIterator[str]:
         handles: set[str] = set()
-        uploads = await self._call(
-            self._client._list_multipart_uploads, self.bucket, prefix=UPLOADS_PREFIX
-        )
-        for upload in uploads.uploads:
-            staging_id = (upload.object_name or "").removeprefix(UPLOADS_PREFIX)
-            handles.add(f"{staging_id}/{upload.upload_id}")
+        for prefix in (UPLOADS_PREFIX, BLOB_PREFIX):
+            uploads = await self._call(
+                self._client._list_multipart_uploads, self.bucket, prefix=prefix
+            )
+            for upload in uploads.uploads:
+                name = upload.object_name or ""
+                if prefix == BLOB_PREFIX:
+                    handles.add(f"{name}/{upload.upload_id}")
+                else:
+                    handles.add(f"{name.removeprefix(UPLOADS_PREFIX)}/{upload.upload_id}")
         for handle in sorted(handles):
             yield handle
 

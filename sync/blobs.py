@@ -173,8 +173,21 @@ class BlobStore(abc.ABC):
     # The caller records which parts and how much tail are committed (the database does).
 
     @abc.abstractmethod
-    async def begin_staging(self, staging_id: str, *, content_type: str | None = None) -> str:
-        """Open a staging area; return the store's handle for it (to keep with the upload)."""
+    async def begin_staging(
+        self, staging_id: str, *, content_type: str | None = None, sha256: str | None = None
+    ) -> str:
+        """Open a staging area; return the store's handle for it (to keep with the upload).
+
+        `sha256` is the declared hash of the bytes to come, given by a caller that will pass
+        `digest` to `publish_staged`: a store may then stage straight at the blob's own key
+        (S3 completes the multipart upload there, no copy), since publishing checks the digest
+        before anything becomes readable.
+        """
+
+    def staging_blob(self, handle: str) -> str | None:
+        """The blob key a staging area was opened at (`begin_staging(sha256=...)`), if the store
+        staged it there; None when the handle starts with its staging id instead."""
+        return None
 
     @abc.abstractmethod
     async def stage_part(self, handle: str, number: int, data: bytes) -> StagedPart:
@@ -201,8 +214,9 @@ class BlobStore(abc.ABC):
         """Make the parts, in order, readable as blob `sha256`, then discard the staging area.
 
         `digest` is the sha256 the caller computed while the bytes streamed; without it the store
-        reads the staged bytes back to hash them. A mismatch raises BlobHashMismatch and discards
-        the staging area, so nothing becomes readable. An existing blob wins (dedupe).
+        reads the staged bytes back to hash them (a staging area opened with `sha256` refuses to
+        publish without it). A mismatch raises BlobHashMismatch and discards the staging area, so
+        nothing becomes readable. An existing blob wins (dedupe).
         """
 
     @abc.abstractmethod
@@ -357,7 +371,10 @@ class LocalBlobStore(BlobStore):
     def _upload_dir(self, handle: str) -> Path:
         return self.uploads / validate_staging_id(handle)
 
-    async def begin_staging(self, staging_id: str, *, content_type: str | None = None) -> str:
+    async def begin_staging(
+        self, staging_id: str, *, content_type: str | None = None, sha256: str | None = None
+    ) -> str:
+        # Publishing is an atomic rename whatever the key, so the handle is the staging id.
         directory = self._upload_dir(staging_id)
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         return staging_id

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from email.utils import format_datetime
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response, delete, get, head, post, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
@@ -21,6 +19,7 @@ from litestar.exceptions import InternalServerException
 from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect, Stream
 
+from schemas.blobs import BlobCheck, BlobCheckResult
 from server.auth import Principal
 from server.errors import EXCEPTION_HANDLERS, BadRequest, DomainError, UnsupportedMediaType
 from server.services import blobs, uploads
@@ -37,19 +36,7 @@ from server.settings import Settings
 from sync.blobs import BlobStore
 
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
-# How long a presigned download URL stays valid (overridable per app: app.state.blob_url_ttl).
-BLOB_URL_TTL = timedelta(minutes=5)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
-
-
-class BlobCheck(msgspec.Struct, frozen=True):
-    sha256: Annotated[list[Sha256Hex], msgspec.Meta(max_length=blobs.MAX_CHECK_HASHES)]
-
-
-class BlobCheckResult(msgspec.Struct, frozen=True):
-    missing: list[str]
 
 
 def _with_tus_header(handler: Callable[..., Response[Any]]) -> Callable[..., Response[Any]]:
@@ -65,9 +52,7 @@ def _runtime(request: Request[Any, Any, Any]) -> UploadRuntime:
     state = request.app.state
     runtime = state.get("upload_runtime")
     if runtime is None:
-        runtime = state.upload_runtime = UploadRuntime(
-            expiry=state.get("upload_expiry") or uploads.UPLOAD_EXPIRY
-        )
+        runtime = state.upload_runtime = UploadRuntime.from_settings(_settings(request))
     return runtime
 
 
@@ -149,7 +134,7 @@ class UploadController(Controller):
             principal,
             length=length,
             metadata=metadata,
-            max_bytes=_settings(request).max_upload_bytes,
+            settings=_settings(request),
             runtime=runtime,
             store=store,
         )
@@ -243,8 +228,7 @@ class BlobController(Controller):
     ) -> Response[Any]:
         blob = await blobs.readable_blob(principal, sha256)
         store = _store(request)
-        ttl = request.app.state.get("blob_url_ttl") or BLOB_URL_TTL
-        url = await store.presigned_get_url(sha256, expires=ttl)
+        url = await store.presigned_get_url(sha256, expires=_settings(request).blob_url_ttl)
         common = {"Cache-Control": "private, no-store", "ETag": f'"{sha256}"'}
         if url is not None:
             return Redirect(url, status_code=307, headers=common)

@@ -14,36 +14,34 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from schemas.blobs import MAX_CHECK_HASHES, AttachmentStatus
 from server.auth import Principal
 from server.db.engine import transaction
 from server.db.tables_blobs import Blob, Upload
 from server.db.tables_sync import SubmissionAttachment
 from server.errors import NotFound
+from server.settings import DEFAULT_ALLOWED_CONTENT_TYPES
 from sync.blobs import BlobStore, validate_key
 
 log = logging.getLogger("fieldsync.blobs")
 
-# What devices may attach, with the magic bytes that identify each (see `sniff_content_type`):
-# photos of establishments, recordings of community sessions, scanned attendance sheets.
-ALLOWED_CONTENT_TYPES: frozenset[str] = frozenset(
-    {
-        "image/jpeg",
-        "image/png",
-        "image/webp",
-        "image/heic",
-        "image/heif",
-        "audio/mpeg",
-        "audio/mp4",
-        "audio/x-m4a",
-        "audio/m4a",
-        "audio/ogg",
-        "audio/wav",
-        "audio/x-wav",
-        "audio/wave",
-        "audio/amr",
-        "application/pdf",
-    }
-)
+__all__ = [
+    "ALLOWED_CONTENT_TYPES",
+    "MAX_CHECK_HASHES",
+    "AttachmentStatus",
+    "BlobView",
+    "GarbageReport",
+    "attachment_status",
+    "collect_garbage",
+    "missing_blobs",
+    "readable_blob",
+    "record_blob",
+    "sniff_content_type",
+]
+
+# What devices may attach by default (FIELDSYNC_ALLOWED_CONTENT_TYPES overrides it), each
+# recognised by its magic bytes in `sniff_content_type`.
+ALLOWED_CONTENT_TYPES = DEFAULT_ALLOWED_CONTENT_TYPES
 # Names clients use for the same format, mapped to the one `sniff_content_type` answers.
 _SAME_FORMAT = {
     "image/jpg": "image/jpeg",
@@ -58,16 +56,6 @@ _HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 _MP4_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"mp42", b"mp41", b"isom", b"iso2", b"dash"}
 # Bytes `sniff_content_type` needs from the start of a file.
 SNIFF_BYTES = 16
-# Cap on one blobs/check request (a submission has a handful of attachments).
-MAX_CHECK_HASHES = 1000
-
-
-class AttachmentStatus(msgspec.Struct, frozen=True):
-    """What a supervisor sees for one submission: "2 of 3 files received"."""
-
-    expected: int
-    received: int
-    missing: list[str]
 
 
 class BlobView(msgspec.Struct, frozen=True):
@@ -216,9 +204,27 @@ async def collect_garbage(
     )
     report.uploads = sorted(row["id"] for row in stale_uploads)
 
-    live_ids = {row["id"] for row in await Upload.select(Upload.id).run()} - set(report.uploads)
+    # Listed before the rows are read: a staging area that appears meanwhile belongs to a row
+    # that already exists (rows are inserted before staging begins).
     staged_handles = [handle async for handle in store.staging_handles()]
-    report.staging = sorted(h for h in staged_handles if h.split("/", 1)[0] not in live_ids)
+    stale_ids = set(report.uploads)
+    live_rows = [
+        row
+        for row in await Upload.select(Upload.id, Upload.sha256, Upload.state).run()
+        if row["id"] not in stale_ids
+    ]
+    live_ids = {row["id"] for row in live_rows}
+    # Staged at a blob's own key (S3), a handle names the blob rather than the upload: it is kept
+    # while any unfinished upload of that hash is.
+    live_shas = {row["sha256"] for row in live_rows if row["state"] == "active"}
+
+    def abandoned(handle: str) -> bool:
+        blob = store.staging_blob(handle)
+        if blob is not None:
+            return blob not in live_shas
+        return handle.split("/", 1)[0] not in live_ids
+
+    report.staging = sorted(h for h in staged_handles if abandoned(h))
 
     known = {row["sha256"] for row in await Blob.select(Blob.sha256).run()}
     recent = {

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from schemas.blobs import AttachmentStatus
 from server.auth import Principal, require_role
 from server.db.tables_sync import Submission
 from server.errors import NotFound
-from server.services.blobs import AttachmentStatus, attachment_status
+from server.services.blobs import attachment_status
 
 SUPERVISING_ROLES = ("admin", "supervisor")
 

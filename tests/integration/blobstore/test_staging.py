@@ -97,3 +97,66 @@ async def test_an_existing_blob_wins_over_staged_bytes(store: BlobStore) -> None
 async def test_staging_ids_cannot_escape(store: BlobStore) -> None:
     with pytest.raises(BlobKeyInvalid):
         await store.begin_staging("../../etc")
+
+
+# Staged at the blob's own key (`begin_staging(sha256=...)`): the caller vouches it will pass the
+# digest it computed, so S3 completes the multipart upload in place instead of copying it.
+
+
+async def test_staged_at_the_blob_key_is_readable_only_once_published(store: BlobStore) -> None:
+    handle = await store.begin_staging(secrets.token_hex(8), sha256=DATA_SHA)
+    parts = [await store.stage_part(handle, n + 1, c) for n, c in enumerate(parts_of(DATA))]
+    assert not await store.exists(DATA_SHA)
+    assert [key async for key in store.keys()] == []
+    assert handle in await staged_handles(store)
+
+    info = await store.publish_staged(handle, parts, sha256=DATA_SHA, digest=DATA_SHA)
+
+    assert info.size == len(DATA)
+    assert await read_all(await store.open(DATA_SHA)) == DATA
+    assert handle not in await staged_handles(store)
+
+
+@pytest.mark.parametrize("digest", ["of_the_bytes", "none"])
+async def test_staged_at_the_blob_key_the_wrong_bytes_never_become_readable(
+    store: BlobStore, digest: str
+) -> None:
+    data = os.urandom(STAGING_PART_SIZE + 10)
+    claimed = sha256_hex(b"what the device said it was")
+    handle = await store.begin_staging(secrets.token_hex(8), sha256=claimed)
+    parts = [await store.stage_part(handle, n + 1, c) for n, c in enumerate(parts_of(data))]
+    await store.stage_tail(handle, b"tail bytes")
+
+    with pytest.raises(BlobHashMismatch):
+        await store.publish_staged(
+            handle,
+            parts,
+            sha256=claimed,
+            digest=sha256_hex(data) if digest == "of_the_bytes" else None,
+        )
+
+    assert not await store.exists(claimed)
+    assert [key async for key in store.keys()] == []
+    assert await staged_handles(store) == []
+
+
+async def test_two_staging_areas_for_one_blob_keep_their_own_tails(store: BlobStore) -> None:
+    """Two devices sending the same file at once: staged side by side, stored once."""
+    first = await store.begin_staging(secrets.token_hex(8), sha256=DATA_SHA)
+    second = await store.begin_staging(secrets.token_hex(8), sha256=DATA_SHA)
+    assert first != second
+    await store.stage_tail(first, b"first device")
+    await store.stage_tail(second, b"second device")
+    assert await store.read_tail(first, 12) == b"first device"
+    assert await store.read_tail(second, 13) == b"second device"
+    if store.staging_blob(first) is not None:  # S3: the handle names the blob it stages
+        assert store.staging_blob(first) == store.staging_blob(second) == DATA_SHA
+    chunks = parts_of(DATA)
+    for handle in (first, second):
+        parts = [await store.stage_part(handle, n + 1, c) for n, c in enumerate(chunks)]
+        info = await store.publish_staged(handle, parts, sha256=DATA_SHA, digest=DATA_SHA)
+        assert info.size == len(DATA)
+
+    assert await read_all(await store.open(DATA_SHA)) == DATA
+    assert [key async for key in store.keys()] == [DATA_SHA]
+    assert await staged_handles(store) == []

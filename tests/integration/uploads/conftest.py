@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -11,15 +12,18 @@ from litestar import Litestar
 
 from server.app import create_app
 from server.blobstore_s3 import S3BlobStore
+from server.db.tables_blobs import Upload
 from tests.conftest import Backend
 from tests.fixtures.s3 import S3Server
-from tests.helpers import Api, Session
+from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api, Session, login
 from tests.integration.blobstore.helpers import s3_options, unique_bucket
 from tests.integration.uploads.helpers import Tus
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 async def s3_store(s3_server: S3Server) -> S3BlobStore:
+    """One bucket for this package's S3 tests: weed allocates a new bucket's volumes on its first
+    write (about a second), so tests look only at the keys and staging areas they made."""
     store = S3BlobStore(unique_bucket(), s3_options(s3_server))
     await store.ensure_ready()
     return store
@@ -41,10 +45,39 @@ async def s3_http(s3_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+# Logins and new users each run argon2 (a few tenths of a second): the admin's and the worker's
+# sessions are made once per database and shared by this package's tests.
+_SESSIONS: dict[tuple[str, str], tuple[float, Session]] = {}
+_REUSE_FOR_SECONDS = 600.0  # access tokens live 15 minutes
+
+
+async def _shared(db: Backend, who: str, make: Callable[[], Awaitable[Session]]) -> Session:
+    made = _SESSIONS.get((db.name, who))
+    if made is None or time.monotonic() - made[0] > _REUSE_FOR_SECONDS:
+        made = (time.monotonic(), await make())
+        _SESSIONS[(db.name, who)] = made
+    return made[1]
+
+
 @pytest.fixture
-async def worker(api: Api) -> Session:
-    """An outreach worker of Hoan Kiem (the default ward of Api.create_user)."""
-    return await api.user_session("outreach")
+async def api(client: httpx.AsyncClient, db: Backend) -> Api:
+    """The admin helper of tests/conftest.py, on a shared admin session."""
+    admin = await _shared(db, "admin", lambda: login(client, ADMIN_USERNAME, ADMIN_PASSWORD))
+    return Api(client, db.settings, admin)
+
+
+@pytest.fixture
+async def worker(api: Api, db: Backend) -> Session:
+    """An outreach worker of Hoan Kiem (the default ward of Api.create_user), shared by the tests
+    of one database; each test starts with none of its uploads unfinished (the per-user limit
+    counts them), the ones earlier tests left behind marked expired."""
+    session = await _shared(db, "worker", lambda: api.user_session("outreach"))
+    await (
+        Upload.update({Upload.state: "expired"})
+        .where((Upload.user_id == session.user["id"]) & (Upload.state == "active"))
+        .run()
+    )
+    return session
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from server.db.tables_blobs import Blob, Upload
-from sync.blobs import BlobStore
+from sync.blobs import BlobStore, StagedPart
 
 MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -89,10 +90,25 @@ def checksum_header(algorithm: str, data: bytes) -> str:
     return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
 
 
-async def staging_left(store: BlobStore, *locations: str) -> list[str]:
-    """Staging areas these uploads still hold in the store (the store is shared by many tests)."""
+async def staging_left(
+    store: BlobStore, *locations: str, sha256s: tuple[str, ...] = ()
+) -> list[str]:
+    """Staging areas these uploads still hold in the store (the store is shared by many tests).
+
+    A staging area at a blob's own key (S3) names the hash, not the upload: it counts if it is
+    staged for one of `sha256s` or for the hash of one of the uploads' rows.
+    """
     ids = {location.rsplit("/", 1)[1] for location in locations}
-    return [h async for h in store.staging_handles() if h.split("/", 1)[0] in ids]
+    hashes = set(sha256s)
+    if ids:
+        rows = await Upload.select(Upload.sha256).where(Upload.id.is_in(list(ids))).run()
+        hashes.update(row["sha256"] for row in rows)
+    left = []
+    async for handle in store.staging_handles():
+        blob = store.staging_blob(handle)
+        if (blob in hashes) if blob is not None else handle.split("/", 1)[0] in ids:
+            left.append(handle)
+    return left
 
 
 async def blob_row(sha256: str) -> dict[str, object] | None:
@@ -106,3 +122,22 @@ async def upload_row(location: str) -> dict[str, object] | None:
 
 async def read_blob(store: BlobStore, sha256: str) -> bytes:
     return b"".join([chunk async for chunk in await store.open(sha256)])
+
+
+class HeldParts:
+    """A real blob store whose `stage_part` waits until `release` is set, then fails with `failure`
+    if one is given: a part still on its way, or one S3 refuses, when the test says so."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self.release = asyncio.Event()
+        self.failure: Exception | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def stage_part(self, handle: str, number: int, data: bytes) -> StagedPart:
+        await self.release.wait()
+        if self.failure is not None:
+            raise self.failure
+        return await self._store.stage_part(handle, number, data)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
-from litestar import Litestar
+import pytest
 
+from server.app import create_app
 from server.blobstore_s3 import S3BlobStore
-from server.db.tables_blobs import Blob
+from server.db.tables_blobs import Blob, Upload
 from server.db.tables_sync import SubmissionAttachment
+from server.services import uploads
 from server.services.blobs import attachment_status, collect_garbage, missing_blobs
-from tests.conftest import Backend
+from tests.conftest import Backend, make_settings
 from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session, assert_problem
+from tests.integration.uploads.conftest import asgi_client
 from tests.integration.uploads.helpers import (
     MiB,
     Tus,
@@ -23,6 +28,7 @@ from tests.integration.uploads.helpers import (
     read_blob,
     sha256_hex,
     staging_left,
+    upload_row,
 )
 
 
@@ -146,7 +152,7 @@ async def test_gc_removes_unreferenced_old_blobs_and_abandoned_uploads(
     assert not await store.exists(sha256_hex(dropped))
     assert await blob_row(sha256_hex(dropped)) is None
     assert await read_blob(store, sha256_hex(kept)) == kept
-    assert await staging_left(store, location) == []
+    assert await staging_left(store, location, sha256s=(sha256_hex(abandoned),)) == []
 
 
 async def test_gc_keeps_recent_blobs(tus: Tus, db: Backend) -> None:
@@ -162,25 +168,30 @@ async def test_gc_keeps_recent_blobs(tus: Tus, db: Backend) -> None:
 
 
 async def test_s3_upload_redirects_to_a_presigned_url_that_expires(
-    s3_app: Litestar, s3_http: httpx.AsyncClient, s3_store: S3BlobStore, worker: Session
+    db: Backend, s3_store: S3BlobStore, worker: Session, tmp_path: Path
 ) -> None:
-    tus = Tus(s3_http, worker.headers)
-    data = png(6 * MiB + 5)
-    sha = sha256_hex(data)
-    location = await tus.upload(data, chunk=2 * MiB)
-    assert await staging_left(s3_store, location) == []
     # Long enough for the first fetch on a loaded 2-core machine, short enough to see it expire.
-    s3_app.state.blob_url_ttl = timedelta(seconds=5)
+    ttl = 3
+    settings = make_settings(tmp_path, db.url, FIELDSYNC_BLOB_URL_TTL_SECONDS=str(ttl))
+    app = create_app(settings, engine=db.engine, blob_store=s3_store)
+    async with asgi_client(app) as http:
+        tus = Tus(http, worker.headers)
+        data = png(300_000)
+        sha = sha256_hex(data)
+        location = await tus.upload(data)
+        assert await staging_left(s3_store, location) == []
 
-    response = await s3_http.get(f"/api/v1/blobs/{sha}", headers=worker.headers)
+        signed_at = time.monotonic()
+        response = await http.get(f"/api/v1/blobs/{sha}", headers=worker.headers)
 
     assert response.status_code == 307
     presigned = response.headers["location"]
+    assert f"X-Amz-Expires={ttl}&" in presigned
     async with httpx.AsyncClient() as outside:
         fetched = await outside.get(presigned)
         assert fetched.status_code == 200
         assert sha256_hex(fetched.content) == sha
-        await asyncio.sleep(6)
+        await asyncio.sleep(max(0.0, signed_at + ttl + 1.2 - time.monotonic()))
         assert (await outside.get(presigned)).status_code == 403
 
 
@@ -197,27 +208,99 @@ async def test_s3_wrong_hash_leaves_nothing_readable(
     assert_problem(response, 422, "blob_hash_mismatch")
     assert not await s3_store.exists(claimed)
     assert await staging_left(s3_store, location) == []
-    assert [key async for key in s3_store.keys()] == []
+    stored = [key async for key in s3_store.keys()]
+    assert claimed not in stored and sha256_hex(data) not in stored
     assert await s3_store.staged_keys() == []
 
 
 async def test_s3_restart_between_patches_resumes(
     db: Backend, s3_store: S3BlobStore, worker: Session
 ) -> None:
-    from server.app import create_app
-    from tests.integration.uploads.conftest import asgi_client
-
-    data = png(11 * MiB + 3)
+    data = png(5 * MiB + 64 * 1024 + 3)
     async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
         before = Tus(h, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
-        assert (await before.patch(location, 0, data[: 6 * MiB])).status_code == 204
+        first = 5 * MiB + 32 * 1024  # a part and a tail staged
+        assert (await before.patch(location, 0, data[:first])).status_code == 204
+        row = await upload_row(location)
+        assert row is not None
+        # Staged at the blob's own key (the hash state is saved with the row), so completing
+        # after the restart needs no copy.
+        assert s3_store.staging_blob(str(row["staging"])) == sha256_hex(data)
     async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
         after = Tus(h, worker.headers)
         offset = int((await after.head(location)).headers["upload-offset"])
         response = await after.patch(location, offset, data[offset:])
 
-    assert (offset, response.status_code) == (6 * MiB, 204)
+    assert (offset, response.status_code) == (first, 204)
     assert await read_blob(s3_store, sha256_hex(data)) == data
     assert await Blob.count().where(Blob.sha256 == sha256_hex(data)) == 1
     assert await staging_left(s3_store, location) == []
+
+
+async def test_s3_without_a_savable_hash_state_stages_privately_and_hashes_back(
+    db: Backend, s3_store: S3BlobStore, worker: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where libcrypto's SHA256_* API is not reachable, the hash cannot outlive the process: the
+    # parts stage under uploads/ and the store hashes them back and copies them at completion.
+    monkeypatch.setattr(uploads, "_LIBCRYPTO", None)
+    data = png(5 * MiB + 70_000)
+    first = 5 * MiB + 30_000
+    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+        before = Tus(h, worker.headers)
+        location = (await before.create(len(data), sha256_hex(data))).headers["location"]
+        assert (await before.patch(location, 0, data[:first])).status_code == 204
+    row = await upload_row(location)
+    assert row is not None and s3_store.staging_blob(str(row["staging"])) is None
+    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+        response = await Tus(h, worker.headers).patch(location, first, data[first:])
+
+    assert response.status_code == 204, response.text
+    assert await read_blob(s3_store, sha256_hex(data)) == data
+    assert await staging_left(s3_store, location) == []
+
+
+async def test_s3_staged_at_the_blob_key_but_unresumable_hash_starts_over(
+    db: Backend, s3_store: S3BlobStore, worker: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bytes staged at the blob's key publish only with a digest: a process that cannot resume
+    # the saved hash refuses the upload (410) and removes its parts, nothing readable.
+    data = png(5 * MiB + 70_000)
+    first = 5 * MiB + 30_000
+    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+        before = Tus(h, worker.headers)
+        location = (await before.create(len(data), sha256_hex(data))).headers["location"]
+        assert (await before.patch(location, 0, data[:first])).status_code == 204
+    monkeypatch.setattr(uploads, "_LIBCRYPTO", None)
+    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+        response = await Tus(h, worker.headers).patch(location, first, data[first:])
+
+    assert_problem(response, 410, "upload_cannot_resume")
+    assert not await s3_store.exists(sha256_hex(data))
+    assert await staging_left(s3_store, location) == []
+
+
+async def test_s3_gc_keeps_staging_at_blob_keys_of_live_uploads_only(
+    s3_http: httpx.AsyncClient, s3_store: S3BlobStore, worker: Session
+) -> None:
+    tus = Tus(s3_http, worker.headers)
+    live, abandoned = png(5 * MiB + 10), png(5 * MiB + 10)
+    locations = []
+    for data in (live, abandoned):
+        location = (await tus.create(len(data), sha256_hex(data))).headers["location"]
+        assert (await tus.patch(location, 0, data[: 5 * MiB + 1])).status_code == 204
+        locations.append(location)
+    await (
+        Upload.update({Upload.expires_at: datetime.now(UTC) - timedelta(seconds=1)})
+        .where(Upload.id == locations[1].rsplit("/", 1)[1])
+        .run()
+    )
+    orphan_sha = sha256_hex(b"staged by a server that died before recording it")
+    orphan = await s3_store.begin_staging("orphan-staging", sha256=orphan_sha)
+
+    plan = await collect_garbage(s3_store, grace=timedelta(hours=1), dry_run=False)
+
+    assert orphan in plan.staging
+    assert await staging_left(s3_store, locations[0]) != []
+    assert await staging_left(s3_store, locations[1], sha256s=(sha256_hex(abandoned),)) == []
+    assert await staging_left(s3_store, sha256s=(orphan_sha,)) == []

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import httpx
 
 from server.app import create_app
 from server.db.tables_blobs import Blob, Upload
-from server.services.uploads import MAX_ACTIVE_UPLOADS_PER_USER
-from tests.conftest import Backend
+from sync.blobs import BlobStoreUnavailable
+from tests.conftest import Backend, make_settings
 from tests.helpers import Api, Session, assert_problem
 from tests.integration.uploads.conftest import asgi_client
 from tests.integration.uploads.helpers import (
     PDF_MAGIC,
+    PNG_MAGIC,
     TUS,
+    HeldParts,
     MiB,
     Tus,
     blob_row,
@@ -41,8 +48,9 @@ async def test_options_announces_the_protocol(client: httpx.AsyncClient, db: Bac
 
 
 async def test_upload_in_uneven_chunks_becomes_a_verified_blob(tus: Tus, db: Backend) -> None:
-    # 3 MiB chunks against 5 MiB parts: bytes wait in the tail between PATCHes.
-    data = png(11 * MiB + 4321)
+    # 3 MiB chunks against 5 MiB parts: bytes wait in the tail between PATCHes, a part is cut
+    # from the tail and the next bytes, and the last part is the tail and the final bytes.
+    data = png(6 * MiB + 4321)
     sha = sha256_hex(data)
 
     location = await tus.upload(data, chunk=3 * MiB)
@@ -87,7 +95,7 @@ async def test_a_stored_hash_completes_at_creation_without_bytes(
 async def test_same_file_from_two_devices_at_once_is_stored_once(
     tus: Tus, api: Api, db: Backend
 ) -> None:
-    data = png(7 * MiB)
+    data = png(6 * MiB)
     second = Tus(tus.http, (await api.user_session("outreach")).headers)
 
     locations = await asyncio.gather(tus.upload(data, chunk=MiB), second.upload(data, chunk=MiB))
@@ -187,8 +195,8 @@ async def test_bytes_that_are_not_the_declared_type_are_415(tus: Tus, db: Backen
     assert await staging_left(db.app.state.blob_store, location) == []
 
 
-async def test_too_many_unfinished_uploads_is_429(tus: Tus) -> None:
-    for i in range(MAX_ACTIVE_UPLOADS_PER_USER):
+async def test_too_many_unfinished_uploads_is_429(tus: Tus, db: Backend) -> None:
+    for i in range(db.settings.max_active_uploads_per_user):
         assert (await tus.create(1000, sha256_hex(str(i).encode()))).status_code == 201
 
     response = await tus.create(1000, sha256_hex(b"one too many"))
@@ -228,16 +236,16 @@ async def test_delete_terminates_the_upload(tus: Tus, db: Backend) -> None:
     assert response.status_code == 204
     assert response.headers["tus-resumable"] == "1.0.0"
     assert (await tus.head(location)).status_code == 404
-    assert await staging_left(db.app.state.blob_store, location) == []
+    assert await staging_left(db.app.state.blob_store, location, sha256s=(sha256_hex(data),)) == []
 
 
 async def test_a_restart_between_two_patches_resumes(db: Backend, worker: Session) -> None:
-    data = png(12 * MiB + 99)
+    data = png(6 * MiB + 99)
     first_app = create_app(db.settings, engine=db.engine, blob_store=db.app.state.blob_store)
     async with asgi_client(first_app) as http:
         before = Tus(http, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
-        cut = 7 * MiB + 5
+        cut = 5 * MiB + 5  # a part and a tail staged
         assert (await before.patch(location, 0, data[:cut])).status_code == 204
 
     restarted = create_app(db.settings, engine=db.engine, blob_store=db.app.state.blob_store)
@@ -272,3 +280,134 @@ async def test_an_upload_belongs_to_its_creator(tus: Tus, api: Api) -> None:
 
     assert (await stranger.head(location)).status_code == 404
     assert_problem(await stranger.patch(location, 0, data), 404, "upload_not_found")
+
+
+async def test_patches_ending_on_part_boundaries_resume_at_durable_offsets(
+    tus: Tus, db: Backend
+) -> None:
+    # Each 5 MiB PATCH is answered while its part may still be on its way to the store; HEAD
+    # waits for it, so the offset it answers is the one the row holds.
+    data = png(3 * 5 * MiB + 10)
+    location = (await tus.create(len(data), sha256_hex(data))).headers["location"]
+    offset = 0
+    for _ in range(3):
+        response = await tus.patch(location, offset, data[offset : offset + 5 * MiB])
+        assert response.status_code == 204, response.text
+        offset = int(response.headers["upload-offset"])
+        assert offset % (5 * MiB) == 0
+        head = await tus.head(location)
+        row = await upload_row(location)
+        assert row is not None
+        assert int(head.headers["upload-offset"]) == row["received"] == offset
+
+    last = await tus.patch(location, offset, data[offset:])
+
+    assert last.status_code == 204, last.text
+    assert await read_blob(db.app.state.blob_store, sha256_hex(data)) == data
+
+
+async def test_a_part_still_in_flight_when_the_server_stops_is_not_counted(
+    db: Backend, worker: Session
+) -> None:
+    data = png(5 * MiB + 700)
+    store = db.app.state.blob_store
+    held = HeldParts(store)
+    stopping = create_app(db.settings, engine=db.engine, blob_store=held)
+    async with asgi_client(stopping) as http:
+        before = Tus(http, worker.headers)
+        location = (await before.create(len(data), sha256_hex(data))).headers["location"]
+        answered = await before.patch(location, 0, data[: 5 * MiB])
+        assert answered.headers["upload-offset"] == str(5 * MiB)  # received, not yet stored
+
+    restarted = create_app(db.settings, engine=db.engine, blob_store=store)
+    async with asgi_client(restarted) as http:
+        after = Tus(http, worker.headers)
+        stale = await after.patch(location, 5 * MiB, data[5 * MiB :])
+        offset = int((await after.head(location)).headers["upload-offset"])
+        resumed = await after.patch(location, offset, data[offset:])
+
+    assert_problem(stale, 409, "upload_offset_mismatch")
+    assert offset == 0
+    assert resumed.status_code == 204, resumed.text
+    assert await read_blob(store, sha256_hex(data)) == data
+    held.failure = RuntimeError("the stopped server's part never arrives")
+    held.release.set()
+    await stopping.state.upload_runtime.drain()
+
+
+async def test_a_part_the_store_refuses_fails_the_next_patch_and_is_not_counted(
+    db: Backend, worker: Session
+) -> None:
+    data = png(5 * MiB + 700)
+    held = HeldParts(db.app.state.blob_store)
+    held.failure = BlobStoreUnavailable("S3 is down")
+    held.release.set()
+    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=held)) as http:
+        tus = Tus(http, worker.headers)
+        location = (await tus.create(len(data), sha256_hex(data))).headers["location"]
+        assert (await tus.patch(location, 0, data[: 5 * MiB])).status_code == 204
+
+        refused = await tus.patch(location, 5 * MiB, data[5 * MiB :])
+        offset = int((await tus.head(location)).headers["upload-offset"])
+        held.failure = None
+        resumed = await tus.patch(location, offset, data[offset:])
+
+    assert_problem(refused, 503, "blob_store_unavailable")
+    assert offset == 0
+    assert resumed.status_code == 204, resumed.text
+    assert await read_blob(db.app.state.blob_store, sha256_hex(data)) == data
+
+
+async def test_limits_come_from_the_settings(db: Backend, worker: Session, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        db.url,
+        FIELDSYNC_ALLOWED_CONTENT_TYPES="application/pdf",
+        FIELDSYNC_MAX_ACTIVE_UPLOADS_PER_USER="1",
+        FIELDSYNC_UPLOAD_EXPIRY_HOURS="2",
+    )
+    app = create_app(settings, engine=db.engine, blob_store=db.app.state.blob_store)
+    async with asgi_client(app) as http:
+        tus = Tus(http, worker.headers)
+        photo = await tus.create(100, sha256_hex(b"photo"), content_type="image/png")
+        sheet = await tus.create(100, sha256_hex(b"sheet"), content_type="application/pdf")
+        another = await tus.create(100, sha256_hex(b"another"), content_type="application/pdf")
+
+    assert_problem(photo, 415, "content_type_not_allowed")
+    assert sheet.status_code == 201
+    expires = parsedate_to_datetime(sheet.headers["upload-expires"])
+    assert timedelta(hours=1) < expires - datetime.now(UTC) <= timedelta(hours=2)
+    assert_problem(another, 429, "too_many_uploads")
+
+
+async def test_one_long_patch_is_staged_in_bounded_memory(tus: Tus, db: Backend) -> None:
+    # 64 MiB in one streamed PATCH: parts go to the store as they fill, at most a few at a time.
+    size, block = 64 * MiB, 256 * 1024
+
+    def blocks() -> Iterator[bytes]:
+        for i in range(size // block):
+            data = hashlib.sha256(i.to_bytes(8, "big")).digest() * (block // 32)
+            yield PNG_MAGIC + data[len(PNG_MAGIC) :] if i == 0 else data
+
+    hasher = hashlib.sha256()
+    for chunk in blocks():
+        hasher.update(chunk)
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in blocks():
+            yield chunk
+
+    location = (await tus.create(size, hasher.hexdigest())).headers["location"]
+    tracemalloc.start()
+    try:
+        response = await tus.patch(location, 0, body())  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert response.status_code == 204, response.text
+    assert response.headers["upload-offset"] == str(size)
+    # About five parts: two in flight, one waiting for them, the one filling, a copy; 64 MiB at once
+    # would be far over.
+    assert peak < 40 * MiB, f"peak {peak / MiB:.1f} MiB"
+    assert (await blob_row(hasher.hexdigest())) is not None

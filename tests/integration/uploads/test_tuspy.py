@@ -154,6 +154,12 @@ def test_tuspy_upload_cut_at_a_random_offset_resumes(
             cut.upload()  # one PATCH with the whole file, cut part-way
     finally:
         proxy.close()
+    # A HEAD that reaches the server before the cut PATCH's handler took the upload would still
+    # see 0 and race it: resume, as a device would, once the server kept what arrived.
+    deadline = time.monotonic() + 20
+    while _offset(upload_url, headers) == 0:
+        assert time.monotonic() < deadline, "the server kept nothing of the cut PATCH"
+        time.sleep(0.05)
 
     resumed = direct.uploader(
         file_stream=io.BytesIO(data),
@@ -170,3 +176,9 @@ def test_tuspy_upload_cut_at_a_random_offset_resumes(
     assert resumed.offset == len(data)
     stored = asyncio.run(read_blob(s3_store, sha256_hex(data)))
     assert sha256_hex(stored) == sha256_hex(data)
+
+
+def _offset(upload_url: str, headers: dict[str, str]) -> int:
+    response = httpx.head(upload_url, headers={**headers, "Tus-Resumable": "1.0.0"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return int(response.headers["upload-offset"])
