@@ -55,6 +55,11 @@ class Evicting(msgspec.Struct, frozen=True, array_like=True):
 
     target: str
     after: str = ""
+    # What the device still holds in full: the old scope narrowed by every scope evicted toward
+    # since. Once they are done, whatever of the current scope lies outside it is back-filled
+    # (a ward taken away and given back mid-way gets its partly evicted records again).
+    wards: tuple[str, ...] = ()
+    lists: tuple[str, ...] = ()
 
 
 class Cursor(msgspec.Struct, frozen=True, array_like=True):

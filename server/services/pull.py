@@ -80,23 +80,31 @@ async def pull(settings: Settings, principal: Principal, request: PullRequest) -
     if cursor is not None:
         position = cursor.position
         backfill = cursor.backfill
-        if cursor.scope != fingerprint:
+        if cursor.scope != fingerprint or cursor.evicting is not None:
             evicting = cursor.evicting
-            if evicting is None or evicting.target != fingerprint:
-                evicting = Evicting(target=fingerprint)  # (re)start against the current scope
+            held = (
+                (evicting.wards, evicting.lists)
+                if evicting is not None
+                else (tuple(cursor.wards), tuple(cursor.lists))
+            )
+            held = (_common_wards(held[0], wards), tuple(sorted(set(held[1]) & set(lists))))
             after = await _evictions(
                 cursor,
                 wards,
                 lists,
                 principal.role in RESOLVER_ROLES,
-                evicting.after,
+                # (re)start when the scope they lead to changed since
+                evicting.after if evicting is not None and evicting.target == fingerprint else "",
                 budget,
                 changes,
             )
             if after is not None:
                 # More to evict: the cursor keeps its old scope and position until it is done.
                 more = msgspec.structs.replace(
-                    cursor, evicting=Evicting(target=fingerprint, after=after)
+                    cursor,
+                    evicting=Evicting(
+                        target=fingerprint, after=after, wards=held[0], lists=held[1]
+                    ),
                 )
                 return PullResponse(
                     cursor=encode_cursor(more, key),
@@ -106,7 +114,9 @@ async def pull(settings: Settings, principal: Principal, request: PullRequest) -
                     reset=reset,
                     changes=changes,
                 )
-            backfill = _rescoped_backfill(cursor, wards, lists)
+            backfill = _rescoped_backfill(
+                msgspec.structs.replace(cursor, wards=held[0], lists=held[1]), wards, lists
+            )
     include_conflicts = principal.role in RESOLVER_ROLES
     form_roles = await _form_roles()
 
@@ -367,6 +377,14 @@ def _left_scope_entities(cursor: Cursor, wards: tuple[str, ...], lists: tuple[st
     if where is None:
         return None
     return Entity.select(Entity.entity_id, Entity.list).where(where)
+
+
+def _common_wards(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    if a == CITY_WIDE:
+        return b
+    if b == CITY_WIDE:
+        return a
+    return tuple(sorted(set(a) & set(b)))
 
 
 def _wardset(wards: tuple[str, ...]) -> set[str] | None:

@@ -411,3 +411,31 @@ async def test_evictions_are_paged_and_restart_when_the_scope_changes_again(api:
     assert not any(i in tablet.store for i in gone)
     # Evictions carry no values.
     assert all(c["candidates"] == [] for c in evicted if c["type"] == "conflict")
+
+
+async def test_a_ward_given_back_during_its_evictions_is_sent_again(api: Api) -> None:
+    """Half of a ward's records were evicted when the ward came back: the device must get the
+    evicted half again (its cursor is back to the scope it had, yet it no longer holds them)."""
+    from tests.helpers import PASSWORD, login
+
+    worker = await api.create_user("inspector", [HOAN_KIEM, BA_DINH])
+    tablet = Device(api.http, await login(api.http, worker["username"], PASSWORD))
+    bd = await device(api, wards=[BA_DINH])
+    ops = [bd.inspection(BA_DINH) for _ in range(8)]
+    assert (await bd.push(*ops)).json()["last_op_seq"] == 8
+    mine = {op["submission"]["entities"][0]["entity_id"] for op in ops}
+    await tablet.pull_all()
+    assert mine <= set(tablet.store)
+
+    async def patch(wards: list[str]) -> None:
+        response = await api.http.patch(
+            f"/api/v1/users/{worker['id']}", json={"wards": wards}, headers=api.admin.headers
+        )
+        assert response.status_code == 200, response.text
+
+    await patch([HOAN_KIEM])
+    page = await tablet.pull(max_items=3)
+    assert page["has_more"] and [c["evict"] for c in page["changes"]] == [True] * 3
+    await patch([HOAN_KIEM, BA_DINH])  # given back before the evictions finished
+    await tablet.pull_all()
+    assert mine <= set(tablet.store), "records evicted before the ward came back are missing"
