@@ -23,7 +23,7 @@ from schemas.sync import (
 from server.auth import Principal
 from server.db.json_columns import from_json
 from server.db.tables_forms import Form, FormVersion
-from server.db.tables_sync import ConflictRow, DeviceSync, Entity, OpLedger
+from server.db.tables_sync import ChangeLog, ConflictRow, DeviceSync, Entity, OpLedger
 from server.errors import BadRequest, Forbidden
 from server.services import changes as change_log
 from server.services.conflicts import RESOLVER_ROLES, record_of
@@ -90,9 +90,9 @@ async def pull(settings: Settings, principal: Principal, request: PullRequest) -
             held = (_common_wards(held[0], wards), tuple(sorted(set(held[1]) & set(lists))))
             after = await _evictions(
                 cursor,
+                principal,
                 wards,
                 lists,
-                principal.role in RESOLVER_ROLES,
                 # (re)start when the scope they lead to changed since
                 evicting.after if evicting is not None and evicting.target == fingerprint else "",
                 budget,
@@ -303,18 +303,22 @@ async def _form_roles() -> dict[str, list[str]]:
 
 async def _evictions(
     cursor: Cursor,
+    principal: Principal,
     wards: tuple[str, ...],
     lists: tuple[str, ...],
-    resolver: bool,
     after: str,
     budget: _Budget,
     out: list[Change],
 ) -> str | None:
-    """Records the device holds that left its scope: drop the local copy (not a delete). Entities
-    first, then (for supervisors) conflict records, each in entity/conflict id order from `after`
-    and within the page's budget. Returns where to go on from, or None when all are served."""
-    if not after.startswith("c:"):
-        query = _left_scope_entities(cursor, wards, lists)
+    """Records the device holds that left its scope: drop the local copy (not a delete).
+
+    Three phases, each keyset-paged within the page's budget: "e:" entities now in the part of
+    the old scope that left; "l:" entities that moved out of that part since the cursor (their
+    `evict` rows in the log, which the device will no longer read there); "c:" for supervisors,
+    the conflict records of that part. Returns where to go on from, or None when all are served.
+    """
+    if after == "" or after.startswith("e:"):
+        query = _left_scope(Entity, cursor, wards, lists)
         last = after.removeprefix("e:")
         if query is not None:
             rows = await (
@@ -324,14 +328,36 @@ async def _evictions(
             )
             for row in rows:
                 change = EntityChangeOut(
-                    list=row["list"], id=row["entity_id"], version=0, evict=True
+                    list=row["list"], id=row["record_id"], version=0, evict=True
                 )
                 if not budget.fits(change, first=not out):
                     return f"e:{last}"
                 out.append(change)
-                last = row["entity_id"]
+                last = row["record_id"]
+        after = "l:"
+    if after.startswith("l:"):
+        query = _left_scope(ChangeLog, cursor, wards, lists)
+        last_position = int(after.removeprefix("l:") or cursor.position)
+        if query is not None:
+            rows = await (
+                query.where(
+                    ChangeLog.kind == "evict",
+                    ChangeLog.position > max(last_position, cursor.position),
+                )
+                .order_by(ChangeLog.position)
+                .limit(budget.items_left + 1)
+            )
+            ids = [r["record_id"].split("@", 1)[0] for r in rows]
+            visible = await _still_visible(ids, principal)
+            for row, entity_id in zip(rows, ids, strict=True):
+                if entity_id not in visible or row["list"] not in lists:
+                    change = EntityChangeOut(list=row["list"], id=entity_id, version=0, evict=True)
+                    if not budget.fits(change, first=not out):
+                        return f"l:{last_position}"
+                    out.append(change)
+                last_position = int(row["position"])
         after = "c:"
-    if resolver:
+    if principal.role in RESOLVER_ROLES:
         query = _left_scope_conflicts(cursor, wards)
         last = after.removeprefix("c:")
         if query is not None:
@@ -357,26 +383,35 @@ async def _evictions(
     return None
 
 
-def _left_scope_entities(cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]) -> Any:
-    """Entities in the scope the cursor was served under but not in the current one."""
+def _left_scope(
+    table: type[Entity] | type[ChangeLog],
+    cursor: Cursor,
+    wards: tuple[str, ...],
+    lists: tuple[str, ...],
+) -> Any:
+    """Rows of `table` (by its ward_code and list) in the scope the cursor was served under but
+    not in the current one; None if nothing left."""
     old_wards, old_lists = tuple(cursor.wards), tuple(cursor.lists)
     removed_lists = [name for name in old_lists if name not in lists]
     removed_wards = [] if wards == CITY_WIDE else [w for w in old_wards if w not in wards]
+    ward, list_ = table.ward_code, table.list
     where = None
     if old_wards == CITY_WIDE and wards != CITY_WIDE:
-        where = Entity.ward_code.not_in(list(wards) or ["-"])
+        where = ward.not_in(list(wards) or ["-"])
     elif removed_wards:
-        where = Entity.ward_code.is_in(removed_wards)
+        where = ward.is_in(removed_wards)
     if where is not None:
-        where = where & Entity.list.is_in(list(old_lists) or ["-"])
+        where = where & list_.is_in(list(old_lists) or ["-"])
     if removed_lists:
-        gone = Entity.list.is_in(removed_lists)
+        gone = list_.is_in(removed_lists)
         if old_wards != CITY_WIDE:
-            gone = gone & Entity.ward_code.is_in(list(old_wards) or ["-"])
+            gone = gone & ward.is_in(list(old_wards) or ["-"])
         where = gone if where is None else where | gone
     if where is None:
         return None
-    return Entity.select(Entity.entity_id, Entity.list).where(where)
+    if table is Entity:
+        return Entity.select(Entity.entity_id.as_alias("record_id"), Entity.list).where(where)
+    return ChangeLog.select(ChangeLog.position, ChangeLog.record_id, ChangeLog.list).where(where)
 
 
 def _common_wards(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

@@ -439,3 +439,41 @@ async def test_a_ward_given_back_during_its_evictions_is_sent_again(api: Api) ->
     await patch([HOAN_KIEM, BA_DINH])  # given back before the evictions finished
     await tablet.pull_all()
     assert mine <= set(tablet.store), "records evicted before the ward came back are missing"
+
+
+async def test_a_record_that_moved_out_before_the_ward_was_taken_away_is_evicted(api: Api) -> None:
+    """The device holds E and F of ward A. Both move out of A, then, before the device pulls, A is
+    taken from it: the device no longer reads A's part of the log, where their evictions are,
+    and they are no longer in A either. E went to a ward the device does not see: evicted. F went
+    to the ward the device now has: kept, at its new version."""
+    from tests.helpers import PASSWORD, login
+
+    third = "00008"
+    worker = await api.create_user("inspector", [HOAN_KIEM])
+    tablet = Device(api.http, await login(api.http, worker["username"], PASSWORD))
+    staff = await device(api, wards=["*"])
+    e_op, f_op = staff.inspection(HOAN_KIEM), staff.inspection(HOAN_KIEM)
+    await staff.push(e_op, f_op)
+    e = e_op["submission"]["entities"][0]["entity_id"]
+    f = f_op["submission"]["entities"][0]["entity_id"]
+    await tablet.pull_all()
+    assert {e, f} <= set(tablet.store)
+    moves = [
+        staff.inspection(
+            ward,
+            entity_id=entity_id,
+            action="update",
+            base_version=1,
+            properties={"ward_code": ward},
+        )
+        for entity_id, ward in ((e, BA_DINH), (f, third))
+    ]
+    assert [r["status"] for r in (await staff.push(*moves)).json()["results"]] == ["applied"] * 2
+    response = await api.http.patch(
+        f"/api/v1/users/{worker['id']}", json={"wards": [third]}, headers=api.admin.headers
+    )
+    assert response.status_code == 200, response.text
+    await tablet.pull_all()
+    assert e not in tablet.store, "moved out of its ward, then the ward was taken: still held"
+    assert tablet.store[f]["version"] == 2
+    assert tablet.store[f]["properties"]["ward_code"] == third
