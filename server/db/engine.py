@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ from typing import Any
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType, dict_factory
+from piccolo.table import Table
 
 from server.db.registry import ALL_TABLES
 
@@ -22,6 +25,70 @@ os.environ.setdefault("PICCOLO_CONF", "server.db.piccolo_conf")
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
+class _Statements:
+    """One long-lived SQLite connection on one thread of its own: a statement is one hop to it."""
+
+    def __init__(self, connection_kwargs: dict[str, Any], pragmas: tuple[str, ...], name: str):
+        self._kwargs, self._pragmas = connection_kwargs, pragmas
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._connection: sqlite3.Connection | None = None
+
+    async def run(self, query: str, args: list[Any]) -> list[dict[str, Any]]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._run, query, args
+        )
+
+    def _run(self, query: str, args: list[Any]) -> list[dict[str, Any]]:
+        if self._connection is None:
+            connection = sqlite3.connect(**self._kwargs, check_same_thread=False)
+            connection.row_factory = dict_factory
+            for pragma in self._pragmas:
+                connection.execute(pragma)
+            self._connection = connection
+        return self._connection.execute(query, args).fetchall()  # autocommit (isolation_level None)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class FieldsyncSQLiteEngine(SQLiteEngine):
+    """Piccolo's SQLite engine, except for statements outside a transaction.
+
+    Piccolo opens a connection (with a thread of its own, and a parse of the schema) for every
+    such statement, about 0.8 ms each. Here they go to two long-lived autocommit connections
+    instead, each on its own thread: SELECTs to a reader (`query_only`: in WAL mode it never
+    waits for the writer), everything else to a writer. Transactions are Piccolo's, unchanged,
+    on a connection each. `close()` closes both; they reopen if the engine is used again.
+    """
+
+    def __init__(self, path: str, **connection_kwargs: Any) -> None:
+        super().__init__(path=path, **connection_kwargs)
+        kwargs = dict(self.connection_kwargs)
+        self._reader = _Statements(kwargs, ("PRAGMA query_only = 1",), "sqlite-read")
+        self._writer = _Statements(kwargs, ("PRAGMA foreign_keys = 1",), "sqlite-write")
+
+    async def _run_in_new_connection(
+        self,
+        query: str,
+        args: list[Any] | None = None,
+        query_type: str = "generic",
+        table: type[Table] | None = None,
+    ) -> Any:
+        if query_type == "insert" and self.get_version_sync() < 3.35:  # no RETURNING: Piccolo's
+            return await super()._run_in_new_connection(query, args, query_type, table)
+        is_read = query.lstrip()[:6].upper() == "SELECT"
+        return await (self._reader if is_read else self._writer).run(query, args or [])
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+
 def create_engine(database_url: str) -> Engine:
     if database_url.startswith("sqlite:///"):
         path = Path(database_url.removeprefix("sqlite:///"))
@@ -29,7 +96,7 @@ def create_engine(database_url: str) -> Engine:
         # WAL lets readers proceed while one writer commits; it is a property of the file, set once.
         with sqlite3.connect(path) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-        return SQLiteEngine(path=str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
+        return FieldsyncSQLiteEngine(path=str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
     # No extensions: every id is generated in Python, so no superuser-only CREATE EXTENSION.
     return PostgresEngine(config={"dsn": database_url}, extensions=())
 
@@ -55,6 +122,8 @@ async def open_engine(engine: Engine, *, pool_size: int = 10) -> None:
 async def close_engine(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
         await engine.close_connection_pool()
+    elif isinstance(engine, FieldsyncSQLiteEngine):
+        await engine.close()
 
 
 def is_sqlite(engine: Engine | None = None) -> bool:
