@@ -365,6 +365,7 @@ class S3BlobStore(BlobStore):
         key, multipart_id = self._split_handle(handle)
         size = sum(part.size for part in parts)
         s3_parts = [Part(part.number, part.etag) for part in parts]
+        completed_in_place = False
         try:
             existing = await self.stat(sha256)
             if existing is not None:
@@ -378,6 +379,7 @@ class S3BlobStore(BlobStore):
                     )
                 verify_received(sha256, digest, size, size)
                 await self._complete(key, multipart_id, s3_parts)
+                completed_in_place = bool(s3_parts)  # an empty one was a plain put
                 return BlobInfo(sha256, size, content_type or DEFAULT_CONTENT_TYPE)
             if key.startswith(BLOB_PREFIX):
                 raise BlobHashMismatch(f"bytes staged for {key} cannot publish as {sha256}")
@@ -394,7 +396,8 @@ class S3BlobStore(BlobStore):
             )
             return BlobInfo(sha256, size, content_type or DEFAULT_CONTENT_TYPE)
         finally:
-            await self.discard_staged(handle)
+            # Completed in place, the multipart upload is the blob now: only a tail may be left.
+            await self._discard(handle, multipart_done=completed_in_place)
 
     async def _complete(self, key: str, multipart_id: str, parts: list[Part]) -> None:
         if not parts:  # S3 refuses an empty multipart upload; an empty blob is a plain put
@@ -416,11 +419,17 @@ class S3BlobStore(BlobStore):
         return hasher.hexdigest()
 
     async def discard_staged(self, handle: str) -> None:
+        await self._discard(handle, multipart_done=False)
+
+    async def _discard(self, handle: str, *, multipart_done: bool) -> None:
         key, multipart_id = self._split_handle(handle)
         cleanup: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-            (self._client._abort_multipart_upload, (self.bucket, key, multipart_id)),
             (self._client.remove_object, (self.bucket, self._tail_key(handle))),
         ]
+        if not multipart_done:
+            cleanup.insert(
+                0, (self._client._abort_multipart_upload, (self.bucket, key, multipart_id))
+            )
         if not key.startswith(BLOB_PREFIX):  # a completed private object; never the blob itself
             cleanup.append((self._client.remove_object, (self.bucket, key)))
         for call, args in cleanup:
