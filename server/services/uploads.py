@@ -72,7 +72,7 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 # Parts of one upload on their way to the store while the next bytes arrive.
-MAX_PARTS_IN_FLIGHT = 2
+MAX_PARTS_IN_FLIGHT = 3
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -696,6 +696,43 @@ async def _live_from_row(row: dict[str, Any], store: BlobStore, runtime: UploadR
     return live
 
 
+class _PartBuffer:
+    """Received chunks of the part being filled, joined into one bytes object (a single copy)
+    once STAGING_PART_SIZE of them arrived."""
+
+    def __init__(self, start: bytes) -> None:
+        self._chunks = [start] if start else []
+        self._size = len(start)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, chunk: bytes) -> bytes | None:
+        """Keep `chunk`; a full part if there is one, keeping what follows it. Call again with
+        b"" while it returns parts (one chunk may complete more than one)."""
+        if chunk:
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+        over = self._size - STAGING_PART_SIZE
+        if over < 0:
+            return None
+        # Below a part before this chunk, so what is over the part lies in the last chunk.
+        rest = b""
+        if over:
+            last = self._chunks[-1]
+            self._chunks[-1], rest = last[: len(last) - over], last[len(last) - over :]
+        part = self.take()
+        if rest:
+            self._chunks, self._size = [rest], len(rest)
+        return part
+
+    def take(self) -> bytes:
+        """Everything kept, emptied."""
+        whole = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks, self._size = [], 0
+        return whole
+
+
 class _Patch:
     """One PATCH body: cut into parts, hashed, staged; committed, completed or left in flight."""
 
@@ -727,7 +764,7 @@ class _Patch:
     async def run(self, body: AsyncIterator[bytes]) -> UploadView:
         live = self.live
         # Bytes of the part being filled, from its start: the committed tail comes first.
-        buffer = bytearray(await self.store.read_tail(live.handle, self.tail_before))
+        buffer = _PartBuffer(await self.store.read_tail(live.handle, self.tail_before))
         part_start = live.accepted - self.tail_before
         hashed = len(buffer)  # of `buffer`, already in the hash (the tail was hashed when stored)
         remaining = self.length - live.accepted
@@ -743,10 +780,8 @@ class _Patch:
                     )
                 if self.chunk_check is not None:
                     self.chunk_check.update(chunk)
-                buffer += chunk
-                while len(buffer) >= STAGING_PART_SIZE:
-                    part = bytes(memoryview(buffer)[:STAGING_PART_SIZE])
-                    del buffer[:STAGING_PART_SIZE]
+                while (part := buffer.add(chunk)) is not None:
+                    chunk = b""
                     await self._part_ready(part, part_start, already_hashed=hashed)
                     part_start += len(part)
                     hashed = 0
@@ -762,16 +797,17 @@ class _Patch:
             await _finish_deduplicated(self.row, self.store, self.runtime)
             return _view({**self.row, "state": "done", "received": self.length})
         if part_start + len(buffer) == self.length and self.length > 0:
-            if buffer:
-                await self._part_ready(bytes(buffer), part_start, already_hashed=hashed)
+            if len(buffer):
+                await self._part_ready(buffer.take(), part_start, already_hashed=hashed)
             return await self._complete()
-        if not buffer and self.checksum is None:
+        if not len(buffer) and self.checksum is None:
             # Ended on a part boundary: answered now, its last part possibly still in flight.
             return self._answer(live.accepted)
+        tail = buffer.take()
         return await self._commit_with_tail(
-            bytes(buffer),
+            tail,
             hashed,
-            changed=part_start != self.start - self.tail_before or len(buffer) != self.tail_before,
+            changed=part_start != self.start - self.tail_before or len(tail) != self.tail_before,
         )
 
     async def _hash(self, data: bytes | bytearray, already_hashed: int) -> None:

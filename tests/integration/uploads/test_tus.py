@@ -407,7 +407,7 @@ async def test_one_long_patch_is_staged_in_bounded_memory(tus: Tus, db: Backend)
 
     assert response.status_code == 204, response.text
     assert response.headers["upload-offset"] == str(size)
-    # About five parts: two in flight, one waiting for them, the one filling, a copy; 64 MiB at once
+    # About five parts: three in flight, one waiting for them, the one filling; 64 MiB at once
     # would be far over.
     assert peak < 40 * MiB, f"peak {peak / MiB:.1f} MiB"
     assert (await blob_row(hasher.hexdigest())) is not None
