@@ -423,13 +423,10 @@ class S3BlobStore(BlobStore):
 
     async def _discard(self, handle: str, *, multipart_done: bool) -> None:
         key, multipart_id = self._split_handle(handle)
-        cleanup: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-            (self._client.remove_object, (self.bucket, self._tail_key(handle))),
-        ]
+        cleanup: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         if not multipart_done:
-            cleanup.insert(
-                0, (self._client._abort_multipart_upload, (self.bucket, key, multipart_id))
-            )
+            cleanup.append((self._client._abort_multipart_upload, (self.bucket, key, multipart_id)))
+        cleanup.append((self._client.remove_object, (self.bucket, self._tail_key(handle))))
         if not key.startswith(BLOB_PREFIX):  # a completed private object; never the blob itself
             cleanup.append((self._client.remove_object, (self.bucket, key)))
         for call, args in cleanup:

@@ -797,10 +797,10 @@ class _Patch:
             await _finish_deduplicated(self.row, self.store, self.runtime)
             return _view({**self.row, "state": "done", "received": self.length})
         if part_start + len(buffer) == self.length and self.length > 0:
-            if len(buffer):
+            if buffer:
                 await self._part_ready(buffer.take(), part_start, already_hashed=hashed)
             return await self._complete()
-        if not len(buffer) and self.checksum is None:
+        if not buffer and self.checksum is None:
             # Ended on a part boundary: answered now, its last part possibly still in flight.
             return self._answer(live.accepted)
         tail = buffer.take()
@@ -810,15 +810,15 @@ class _Patch:
             changed=part_start != self.start - self.tail_before or len(tail) != self.tail_before,
         )
 
-    async def _hash(self, data: bytes | bytearray, already_hashed: int) -> None:
+    async def _hash(self, data: bytes, already_hashed: int) -> None:
         """Add `data` after its first `already_hashed` bytes to the hash, in a worker thread."""
         if self.live.flights:  # the parts in flight come first in the hash
             await self.live.flights[-1].hashed.wait()
         if self.hasher is None or len(data) <= already_hashed:
             return
-        if already_hashed or not isinstance(data, bytes):
-            data = bytes(memoryview(data)[already_hashed:])
-        await asyncio.to_thread(self.hasher.update, data)
+        await asyncio.to_thread(
+            self.hasher.update, data[already_hashed:] if already_hashed else data
+        )
 
     async def _part_ready(self, data: bytes, start: int, *, already_hashed: int) -> None:
         live = self.live
