@@ -34,7 +34,7 @@ from server.auth import Principal
 from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
-from server.errors import BadRequest, Conflict, NotFound
+from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.services import audit
 from server.services import changes as change_log
 from server.services.entity_lists import forget_role_lists, register_form_lists
@@ -254,7 +254,12 @@ async def _latest_published(form_id: str) -> FormSpec | None:
 
 
 def _may_read(principal: Principal, form: dict[str, Any]) -> bool:
-    return principal.role in READ_ALL_ROLES or principal.role in from_json(form["roles"], list[str])
+    return principal.role in READ_ALL_ROLES or may_fill(principal, form)
+
+
+def may_fill(principal: Principal, form: dict[str, Any]) -> bool:
+    """Who fills a form: the device form list and push both ask this, so they cannot disagree."""
+    return principal.role == "admin" or principal.role in from_json(form["roles"], list[str])
 
 
 async def get_spec(
@@ -296,11 +301,7 @@ async def get_xform(principal: Principal, form_id: str, version: str) -> str:
 async def list_for_device(principal: Principal) -> list[FormListItem]:
     """Open forms the caller fills, each pinned to its current version; closing ones are hidden."""
     forms = await Form.select().where(Form.state == "open", Form.current_version.is_not_null())
-    fillable = [
-        f
-        for f in forms
-        if principal.role == "admin" or principal.role in from_json(f["roles"], list[str])
-    ]
+    fillable = [f for f in forms if may_fill(principal, f)]
     if not fillable:
         return []
     keys = [_version_key(f["form_id"], f["current_version"]) for f in fillable]
@@ -404,9 +405,12 @@ async def diff_versions(form_id: str, a: str, b: str) -> FormDiff:
 # ---- validation (the sync core calls accepting_spec + validate) --------------------------------
 
 
-async def accepting_spec(form_id: str, version: str) -> FormSpec:
-    """The exact version a submission names, refusing closed forms."""
+async def accepting_spec(principal: Principal, form_id: str, version: str) -> FormSpec:
+    """The exact version a submission names, refusing closed forms and forms the caller may not
+    fill (hidden from their form list, so they would never have had it)."""
     form = await _form_row(form_id)
+    if not may_fill(principal, form):
+        raise Forbidden(f"Your role may not fill the form {form_id!r}.", code="form_forbidden")
     if form["state"] == "closed":
         raise Conflict(
             f"Form {form_id!r} is closed and takes no new submissions.", code="form_closed"

@@ -117,7 +117,7 @@ class PushContext:
         key = (form_id, version)
         if key not in self.specs:
             try:
-                self.specs[key] = await accepting_spec(form_id, version)
+                self.specs[key] = await accepting_spec(self.principal, form_id, version)
             except DomainError as error:
                 self.specs[key] = error
         found = self.specs[key]
@@ -366,9 +366,10 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         try:
             spec = await ctx.spec(sub.form_id, sub.form_version)
         except DomainError as error:
+            field = "form_version" if error.instance_code == "form_version_unknown" else "form_id"
             errors.append(
                 ErrorItem(
-                    path="$.submission.form_version", code=error.instance_code, message=error.detail
+                    path=f"$.submission.{field}", code=error.instance_code, message=error.detail
                 )
             )
         else:

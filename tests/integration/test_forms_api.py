@@ -145,16 +145,24 @@ async def test_closing_hides_and_closed_refuses(api: Api) -> None:
         f["form_id"]
         for f in (await api.http.get("/api/v1/forms", headers=api.admin.headers)).json()
     }
+    from server.auth import Principal
     from server.services.forms import accepting_spec
 
-    assert (await accepting_spec(form_id, "1")).form_id == form_id
+    admin = Principal(
+        user_id=api.admin.user["id"],
+        username=api.admin.user["username"],
+        role="admin",
+        wards=("*",),
+        device_id=api.admin.device_id,
+    )
+    assert (await accepting_spec(admin, form_id, "1")).form_id == form_id
     await api.http.patch(
         f"/api/v1/forms/{form_id}", json={"state": "closed"}, headers=api.admin.headers
     )
     from server.errors import Conflict
 
     with pytest.raises(Conflict) as refused:
-        await accepting_spec(form_id, "1")
+        await accepting_spec(admin, form_id, "1")
     assert refused.value.instance_code == "form_closed"
     assert_problem(
         await api.http.patch(

@@ -63,6 +63,25 @@ async def test_replays_are_duplicates_and_gaps_stop(api: Api) -> None:
     assert count == 2
 
 
+@pytest.mark.parametrize("role", ["outreach", "trainer"])
+async def test_a_form_hidden_from_the_role_is_refused_on_push(api: Api, role: str) -> None:
+    tablet = await device(api, role)
+    listed = await api.http.get("/api/v1/forms", headers=tablet.headers)
+    assert "inspection" not in {f["form_id"] for f in listed.json()}
+    op = tablet.inspection(HOAN_KIEM)
+    body = (await tablet.push(op)).json()
+    result = body["results"][0]
+    assert result["status"] == "rejected", result
+    assert [(e["path"], e["code"]) for e in result["errors"]] == [
+        ("$.submission.form_id", "form_forbidden")
+    ]
+    # Nothing of it applied: no establishment exists, and the op still consumed its seq.
+    assert body["last_op_seq"] == 1
+    entity_id = op["submission"]["entities"][0]["entity_id"]
+    changes = await Device(api.http, await api.user_session("supervisor")).pull_all()
+    assert entity_id not in {c["id"] for c in changes if c["type"] == "entity"}
+
+
 async def test_rejected_op_consumes_its_seq_and_keeps_the_data(api: Api) -> None:
     tablet = await device(api)
     bad = tablet.inspection(HOAN_KIEM, data={"kind": "casino"})
