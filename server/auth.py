@@ -74,6 +74,12 @@ class Principal:
     def may_see_ward(self, ward_code: str) -> bool:
         return self.city_wide or ward_code in self.wards
 
+    @property
+    def op_stream(self) -> str:
+        """op_seq counts per (device, user): a tablet that changes hands starts a new stream for
+        its new user, so no op is answered with another user's stored result (docs/protocol.md)."""
+        return f"{self.device_id}:{self.user_id}"
+
 
 def issue_access_token(
     *,

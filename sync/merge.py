@@ -15,7 +15,7 @@ three bookkeeping maps keyed by property name, meant as JSON columns next to `pr
 - `prop_versions[p]`: the entity version that last changed `p` (drives conflict detection);
 - `prop_hlcs[p]`: the HLC of that write (only breaks ties);
 - `prop_writers[p]`: `Writer(device_id, user_id, op_seq)` of that write, JSON `[dev, user, seq]`
-  (so a device's own later op is never in conflict with its earlier one).
+  (so a stream's own later op is never in conflict with its earlier one).
 
 Two reserved keys, which no property name can take, hold entity-level facts in the same maps:
 `"@label"` (the label is a last-writer-wins register by HLC, silently) and `"@deleted"` (the last
@@ -27,7 +27,8 @@ Rules
 For an update from `base_version = b`, each property `p` in the change is
 - untouched (its value equals the writer's `base_properties[p]`): skipped, the writer did not edit
   it (without this, a resent unchanged value would depend on arrival order);
-- seen (`prop_versions[p] <= b`, or last written by an earlier op of the same device): fast-forward;
+- seen (`prop_versions[p] <= b`, or last written by an earlier op of the same op stream, i.e. the
+  same device and user: op_seq counts per stream): fast-forward;
 - else converged (server value equals the new one, as sets for `set`): nothing to do;
 - else concurrent: the policy decides and a conflict is recorded: `lww` (higher
   `(hlc, device_id, op_seq)` wins; `auto_resolved`), `manual` (the same deterministic pick is
@@ -341,8 +342,13 @@ def _seen(state: EntityState, key: str, base_version: int, ctx: WriteContext) ->
     if state.prop_versions.get(key, 0) <= base_version:
         return True
     last = state.prop_writers.get(key)
-    # A device's own earlier op is always causally before its later ones.
-    return last is not None and last.device_id == ctx.device_id and last.op_seq < ctx.op_seq
+    # An earlier op of the same op stream (device and user) is always causally before a later one.
+    return (
+        last is not None
+        and last.device_id == ctx.device_id
+        and last.user_id == ctx.user_id
+        and last.op_seq < ctx.op_seq
+    )
 
 
 def _default_base(pdef: PropertyDef) -> Any:

@@ -41,16 +41,15 @@ class SubmissionAttachment(Table, tablename="submission_attachment"):
     ward_code = Varchar(length=5, index=True)
 
 
-class DeviceSync(Table, tablename="device_sync"):
-    """Per-device sync state. Its row is locked for the length of a push, so one device's pushes
-    are serialised; `scope_*` is what the device was last given, to evict or back-fill on change."""
+class OpStream(Table, tablename="op_stream"):
+    """One op stream: the ops one user pushed from one device (PROTOCOL.md op_seq, docs/protocol.md
+    "Device binding"). Its row is locked for the length of a push, so a stream's pushes are
+    serialised; a shared tablet has one stream per user, so a new holder never replays another's."""
 
-    device_id = Varchar(length=36, primary_key=True)
+    key = Varchar(length=73, primary_key=True)  # "<device_id>:<user_id>"
+    device_id = Varchar(length=36, index=True)
     user_id = Varchar(length=36)
     last_op_seq = BigInt(default=0)
-    scope_fingerprint = Varchar(length=64, default="")
-    scope_wards = JSON(default=[])
-    scope_lists = JSON(default=[])
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
@@ -58,8 +57,9 @@ class OpLedger(Table, tablename="op_ledger"):
     """Every applied op and its stored result, written in the op's own transaction (exactly-once)."""
 
     id = BigSerial(primary_key=True)
-    key = Varchar(length=60, unique=True)  # "<device_id>:<op_seq>"
+    key = Varchar(length=100, unique=True)  # "<device_id>:<user_id>:<op_seq>"
     device_id = Varchar(length=36, index=True)
+    user_id = Varchar(length=36, default="")
     op_seq = BigInt()
     op_id = Varchar(length=36)
     kind = Varchar(length=12)
@@ -136,7 +136,7 @@ class ChangeCounter(Table, tablename="change_counter"):
 SYNC_TABLES: list[type[Table]] = [
     Submission,
     SubmissionAttachment,
-    DeviceSync,
+    OpStream,
     OpLedger,
     EntityListRow,
     Entity,

@@ -23,7 +23,7 @@ from schemas.sync import (
 from server.auth import Principal
 from server.db.json_columns import from_json
 from server.db.tables_forms import Form, FormVersion
-from server.db.tables_sync import ChangeLog, ConflictRow, DeviceSync, Entity, OpLedger
+from server.db.tables_sync import ChangeLog, ConflictRow, Entity, OpLedger, OpStream
 from server.errors import BadRequest, Forbidden
 from server.services import changes as change_log
 from server.services.conflicts import RESOLVER_ROLES, record_of
@@ -110,7 +110,7 @@ async def pull(settings: Settings, principal: Principal, request: PullRequest) -
                     cursor=encode_cursor(more, key),
                     has_more=True,
                     server_hlc=server_hlc(),
-                    acked_through=await _acked_through(principal.device_id, 0),
+                    acked_through=await _acked_through(principal, 0),
                     reset=reset,
                     changes=changes,
                 )
@@ -167,9 +167,7 @@ async def pull(settings: Settings, principal: Principal, request: PullRequest) -
         cursor=encode_cursor(new_cursor, key),
         has_more=has_more,
         server_hlc=server_hlc(),
-        acked_through=await _acked_through(
-            principal.device_id, position if backfill is None else 0
-        ),
+        acked_through=await _acked_through(principal, position if backfill is None else 0),
         reset=reset,
         changes=changes,
     )
@@ -483,17 +481,22 @@ def _left_scope_conflicts(cursor: Cursor, wards: tuple[str, ...]) -> Any:
     return query.where(ConflictRow.ward_code.is_in(removed))
 
 
-async def _acked_through(device_id: str, position: int) -> int:
-    """Highest op_seq of this device whose effects are all inside the state served so far."""
+async def _acked_through(principal: Principal, position: int) -> int:
+    """Highest op_seq of the caller's op stream on this device whose effects are all inside the
+    state served so far."""
     state = (
-        await DeviceSync.select(DeviceSync.last_op_seq)
-        .where(DeviceSync.device_id == device_id)
+        await OpStream.select(OpStream.last_op_seq)
+        .where(OpStream.key == principal.op_stream)
         .first()
     )
     last = int(state["last_op_seq"]) if state else 0
     pending = (
         await OpLedger.select(OpLedger.op_seq)
-        .where(OpLedger.device_id == device_id, OpLedger.max_position > position)
+        .where(
+            OpLedger.device_id == principal.device_id,
+            OpLedger.user_id == principal.user_id,
+            OpLedger.max_position > position,
+        )
         .order_by(OpLedger.op_seq)
         .first()
     )

@@ -30,7 +30,7 @@ from server.auth import Principal
 from server.db.bulk import insert_rows, select_in
 from server.db.engine import transaction
 from server.db.json_columns import from_json, to_json
-from server.db.tables_sync import DeviceSync, OpLedger, Submission, SubmissionAttachment
+from server.db.tables_sync import OpLedger, OpStream, Submission, SubmissionAttachment
 from server.errors import BadRequest, DomainError, Forbidden, ServiceUnavailable
 from server.services import changes as change_log
 from server.services import conflicts, entities
@@ -73,6 +73,7 @@ ATTACHMENT_COLUMNS = ("instance_id", "sha256", "name", "size", "content_type", "
 LEDGER_COLUMNS = (
     "key",
     "device_id",
+    "user_id",
     "op_seq",
     "op_id",
     "kind",
@@ -170,9 +171,10 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
 
 async def _apply_in_transaction(principal: Principal, request: PushRequest) -> PushResponse:
     async with transaction():
-        last = await _lock_device(principal)
+        stream = principal.op_stream
+        last = await _lock_stream(principal, stream)
         replayed = await _stored_results(
-            principal.device_id, [op.op_seq for op in request.ops if op.op_seq <= last]
+            stream, [op.op_seq for op in request.ops if op.op_seq <= last]
         )
         still_missing = set(
             await missing_blobs(h for r in replayed.values() for h in r.missing_blobs)
@@ -206,11 +208,11 @@ async def _apply_in_transaction(principal: Principal, request: PushRequest) -> P
             last = op.op_seq
         if applied:
             await ctx.write()
-            await DeviceSync.raw(
-                "UPDATE device_sync SET last_op_seq = {}, updated_at = {} WHERE device_id = {}",
+            await OpStream.raw(
+                "UPDATE op_stream SET last_op_seq = {}, updated_at = {} WHERE key = {}",
                 last,
                 ctx.now,
-                principal.device_id,
+                stream,
             )
             positions = await change_log.record([ref for _, _, refs in applied for ref in refs])
             await insert_rows(
@@ -218,8 +220,9 @@ async def _apply_in_transaction(principal: Principal, request: PushRequest) -> P
                 LEDGER_COLUMNS,
                 [
                     (
-                        f"{principal.device_id}:{op.op_seq}",
+                        f"{stream}:{op.op_seq}",
                         principal.device_id,
+                        principal.user_id,
                         op.op_seq,
                         op.op_id,
                         op.kind,
@@ -255,18 +258,18 @@ def _check_order(ops: list[Op]) -> None:
             )
 
 
-async def _lock_device(principal: Principal) -> int:
-    """Create the device's sync row if new, lock it, return its last applied op_seq.
+async def _lock_stream(principal: Principal, stream: str) -> int:
+    """Create the op stream's row if new, lock it, return its last applied op_seq.
 
     One upsert that always updates: it creates the row without racing a concurrent first push
     and takes its row lock (PostgreSQL) until commit; SQLite's IMMEDIATE transaction already
     holds the single write lock."""
-    rows = await DeviceSync.raw(
-        "INSERT INTO device_sync "
-        "(device_id, user_id, last_op_seq, scope_fingerprint, scope_wards, scope_lists, updated_at) "
-        "VALUES ({}, {}, 0, '', '[]', '[]', {}) "
-        "ON CONFLICT (device_id) DO UPDATE SET device_id = excluded.device_id "
+    rows = await OpStream.raw(
+        "INSERT INTO op_stream (key, device_id, user_id, last_op_seq, updated_at) "
+        "VALUES ({}, {}, {}, 0, {}) "
+        "ON CONFLICT (key) DO UPDATE SET key = excluded.key "
         "RETURNING last_op_seq",
+        stream,
         principal.device_id,
         principal.user_id,
         datetime.now(UTC),
@@ -274,12 +277,12 @@ async def _lock_device(principal: Principal) -> int:
     return int(rows[0]["last_op_seq"])
 
 
-async def _stored_results(device_id: str, op_seqs: list[int]) -> dict[int, OpResult]:
+async def _stored_results(stream: str, op_seqs: list[int]) -> dict[int, OpResult]:
     if not op_seqs:
         return {}
-    # By the unique key: a long-lived device's ledger is not read to find a few replayed ops.
+    # By the unique key: a long-lived stream's ledger is not read to find a few replayed ops.
     rows = await OpLedger.select(OpLedger.op_seq, OpLedger.result).where(
-        OpLedger.key.is_in([f"{device_id}:{seq}" for seq in op_seqs])
+        OpLedger.key.is_in([f"{stream}:{seq}" for seq in op_seqs])
     )
     return {int(r["op_seq"]): from_json(r["result"], OpResult) for r in rows}
 
@@ -427,10 +430,10 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
     )
 
 
-def submission_id(device_id: str, op_seq: int) -> str:
-    """Unique by construction (one op per device and op_seq), so storing needs no lookup first;
+def submission_id(principal: Principal, op_seq: int) -> str:
+    """Unique by construction (one op per stream and op_seq), so storing needs no lookup first;
     the device-generated op_id is not trusted to be unique across devices."""
-    return str(uuid.uuid5(uuid.UUID(device_id), str(op_seq)))
+    return str(uuid.uuid5(uuid.UUID(principal.device_id), f"{principal.user_id}:{op_seq}"))
 
 
 def _store_submission(
@@ -444,7 +447,7 @@ def _store_submission(
         ctx.accepted[sub.instance_id] = digest
     ctx.submissions.append(
         (
-            submission_id(principal.device_id, op.op_seq),
+            submission_id(principal, op.op_seq),
             sub.instance_id,
             sub.form_id,
             sub.form_version,

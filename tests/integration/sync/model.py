@@ -53,6 +53,7 @@ class Write:
     """One entity change a device sent, and what the server said about it (once known)."""
 
     device_id: str
+    user_id: str  # op_seq counts per (device, user): the pair names the op stream
     op_seq: int
     entity_id: str
     action: str
@@ -138,6 +139,7 @@ class ModelDevice:
         }
         self.writes[self.next_seq] = Write(
             self.device_id,
+            self.session.user["id"],
             self.next_seq,
             entity_id,
             action,

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from server.db.tables_sync import Submission
-from tests.helpers import BA_DINH, HOAN_KIEM, Api, assert_problem
+from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api, assert_problem, login
 from tests.integration.sync.helpers import Device, hlc
 
 pytestmark = pytest.mark.db
@@ -80,6 +80,44 @@ async def test_a_form_hidden_from_the_role_is_refused_on_push(api: Api, role: st
     entity_id = op["submission"]["entities"][0]["entity_id"]
     changes = await Device(api.http, await api.user_session("supervisor")).pull_all()
     assert entity_id not in {c["id"] for c in changes if c["type"] == "entity"}
+
+
+async def test_a_tablet_that_changes_hands_keeps_each_users_ops(api: Api) -> None:
+    """The probe's takeover: A pushes op 1 on tablet D; B logs in on D and pushes op_seq 1 and 2;
+    A logs in again and pushes op_seq 2. Each user's op_seq is their own on D: every op is
+    applied once and no one is answered with another user's result."""
+    a = await device(api)
+    b_user = await api.create_user("inspector", [HOAN_KIEM])
+    a_first = a.inspection(HOAN_KIEM)
+    assert (await a.push(a_first)).json()["results"][0]["status"] == "applied"
+    a_second = a.inspection(HOAN_KIEM)  # made offline; the tablet changes hands before it is sent
+
+    b = Device(api.http, await login(api.http, b_user["username"], PASSWORD, a.session.device_id))
+    assert_problem(await a.push(a_second), 401, "device_revoked")  # A's session ended
+    b_ops = [b.inspection(HOAN_KIEM), b.inspection(HOAN_KIEM)]
+    pushed = (await b.push(*b_ops)).json()
+    assert [r["status"] for r in pushed["results"]] == ["applied", "applied"], pushed
+    assert [r["entities"][0]["entity_id"] for r in pushed["results"]] == [
+        op["submission"]["entities"][0]["entity_id"] for op in b_ops
+    ]
+    assert pushed["last_op_seq"] == 2
+
+    a.session = await login(api.http, a.session.user["username"], PASSWORD, a.session.device_id)
+    again = (await a.push(a_first, a_second)).json()
+    assert [r["status"] for r in again["results"]] == ["duplicate", "applied"], again
+    assert [r["entities"][0]["entity_id"] for r in again["results"]] == [
+        op["submission"]["entities"][0]["entity_id"] for op in (a_first, a_second)
+    ]
+    assert again["last_op_seq"] == 2
+    stored = await Submission.select(Submission.instance_id).where(
+        Submission.device_id == a.session.device_id
+    )
+    sent = [op["submission"]["instance_id"] for op in (a_first, a_second, *b_ops)]
+    assert sorted(r["instance_id"] for r in stored) == sorted(sent)
+    # Each user's pull acknowledges their own ops only.
+    assert (await a.pull())["acked_through"] == 2
+    b.session = await login(api.http, b_user["username"], PASSWORD, a.session.device_id)
+    assert (await b.pull())["acked_through"] == 2
 
 
 async def test_rejected_op_consumes_its_seq_and_keeps_the_data(api: Api) -> None:

@@ -4,12 +4,15 @@ Three inspectors with overlapping wards and one supervisor create, update (base_
 base_properties from their local copy), delete and create establishments with the same natural
 key; they push with faults (request lost, response lost after commit, duplicated, the same push
 twice at once), pull (sometimes only one small page), the supervisor resolves open conflicts, and
-the admin reassigns devices' wards. After quiescence (every device pushes its whole outbox,
+the admin reassigns devices' wards; a fourth inspector takes over an inspector's tablet, pushes
+on it (each user has their own op stream on a device) and hands it back, while the holder's own
+unpushed ops wait in its outbox. After quiescence (every device pushes its whole outbox,
 then pulls to the end) the test checks:
 - convergence: every device's copy equals the server's state projected on its scope (entities;
   and, for the supervisor, conflict records);
-- exactly-once: each device's op_seq has one ledger row and one stored submission, and the device
-  learned one result for each (replays answer the stored result);
+- exactly-once: each op stream's (device and user) op_seq has one ledger row and one stored
+  submission, and the device learned one result for each (replays answer the stored result, never
+  another user's);
 - no acknowledged value lost: each value the server accepted is current, causally overwritten
   (a later write that had seen it, or a resolution of that property), or a conflict candidate.
 
@@ -41,7 +44,7 @@ from hypothesis.stateful import (
 )
 
 from server.db.tables import Ward
-from server.db.tables_sync import ConflictRow, DeviceSync, Entity, OpLedger, Submission
+from server.db.tables_sync import ConflictRow, Entity, OpLedger, OpStream, Submission
 from server.services.entity_lists import lists_for_role
 from server.services.entity_store import state_of
 from tests.helpers import PASSWORD, Api, login
@@ -65,6 +68,7 @@ EDITS: dict[str, tuple[str, ...]] = {
     "managed": ("yes", "no"),
 }
 SUPERVISOR = 3
+GUEST = 4
 ACCEPTED = ("applied", "merged", "conflict")
 
 
@@ -72,8 +76,10 @@ ACCEPTED = ("applied", "merged", "conflict")
 class Context:
     api: Api
     bridge: LoopBridge
-    user_ids: list[str]  # three inspectors, then the supervisor
+    user_ids: list[str]  # three inspectors, then the supervisor, then the guest inspector
+    usernames: list[str]
     devices: list[ModelDevice]
+    guests: list[ModelDevice]  # the guest inspector's op stream on each inspector's tablet
     ward_pool: list[str]
 
 
@@ -92,6 +98,7 @@ def make_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             self.devices: list[ModelDevice] = []
             self.wards: list[list[str]] = []
             self.resolutions: list[Resolution] = []
+            self.takeovers = 0
 
         def run(self, coro: Any) -> Any:
             self.tick += 1
@@ -107,11 +114,14 @@ def make_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             self.example_wards = wards
             self.wards = [[a, b], [b, c], [a, c], [a, b, c]]
             self.devices = ctx.devices
+            self.wards.append([a, b, c])  # the guest
             self.run(self._start())
 
         async def _start(self) -> None:
-            for index, device in enumerate(self.devices):
-                await self._assign(index, self.wards[index])
+            await self._assign(GUEST, self.wards[GUEST])
+            for index, device in enumerate(self.devices + ctx.guests):
+                if index < len(self.devices):
+                    await self._assign(index, self.wards[index])
                 # The same device starting over on new wards: op_seq goes on, local data is new.
                 device.cursor, device.server_copy, device.local = None, {}, {}
                 device.conflicts = {}
@@ -204,6 +214,36 @@ def make_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             else:
                 self.run(device.pull_all())
 
+        # ---- a tablet changes hands ---------------------------------------------------------
+
+        @precondition(lambda self: bool(self.devices) and self.takeovers < 2)
+        @rule(
+            who=st.integers(0, 2),
+            ward=st.integers(0, 2),
+            creates=st.integers(0, 2),
+            fault=st.sampled_from(FAULTS),
+        )
+        def takeover(self, who: int, ward: int, creates: int, fault: Any) -> None:
+            """The guest logs in on an inspector's tablet (the holder's sessions end; its own
+            unpushed ops stay in its outbox), edits and pushes there, and hands it back."""
+            self.takeovers += 1
+            self.run(self._takeover(who, ward, creates, fault))
+
+        async def _takeover(self, who: int, ward: int, creates: int, fault: Any) -> None:
+            holder, guest = self.devices[who], ctx.guests[who]
+            await hand_over(guest, ctx.usernames[GUEST])
+            for _ in range(creates):
+                guest.create(
+                    self.example_wards[ward],
+                    {"business_name": "Quán Khách", "address": "9 Tràng Tiền", "managed": "yes"},
+                )
+            for index in range(2):
+                entity_id = self._pick(guest, index)
+                if entity_id is not None:
+                    guest.update(entity_id, {"risk_class": EDITS["risk_class"][index]})
+            await guest.push(fault, tick=self.tick)
+            await hand_over(holder, ctx.usernames[who])
+
         # ---- supervision -------------------------------------------------------------------
 
         @rule(index=st.integers(0, 20), choice=st.integers(0, 1), twice=st.booleans())
@@ -238,7 +278,8 @@ def make_machine(ctx: Context) -> type[RuleBasedStateMachine]:
                 assert again.status_code == 200 and again.json() == done.json(), again.text
 
         def _entities_of_example(self) -> set[str]:
-            return {w.entity_id for d in self.devices for w in d.writes.values()}
+            devices = self.devices + ctx.guests
+            return {w.entity_id for d in devices for w in d.writes.values()}
 
         @precondition(lambda self: bool(self.devices))
         @rule(
@@ -255,14 +296,20 @@ def make_machine(ctx: Context) -> type[RuleBasedStateMachine]:
                 self.run(self._quiesce_and_check())
 
         async def _quiesce_and_check(self) -> None:
+            for who, guest in enumerate(ctx.guests):
+                if guest.outbox:  # the guest comes back for the ops it left on that tablet
+                    await hand_over(guest, ctx.usernames[GUEST])
+                    await guest.push_all()
+                    await hand_over(self.devices[who], ctx.usernames[who])
             for device in self.devices:
                 await device.push_all()
             for device in self.devices:
                 await device.pull_all()
             for index, device in enumerate(self.devices):
                 await check_convergence(device, self.wards[index])
+            for device in self.devices + ctx.guests:
                 await check_exactly_once(device)
-            await check_nothing_lost(self.devices, self.resolutions)
+            await check_nothing_lost(self.devices + ctx.guests, self.resolutions)
 
     return SyncMachine
 
@@ -304,17 +351,25 @@ async def check_convergence(device: ModelDevice, wards: list[str]) -> None:
         assert copy == server_side, "the supervisor's conflict records differ from the server's"
 
 
+async def hand_over(device: ModelDevice, username: str) -> None:
+    """Log `username` in on the device's tablet: the tablet is now theirs (and their stream's)."""
+    device.session = await login(device.http, username, PASSWORD, device_id=device.device_id)
+
+
 async def check_exactly_once(device: ModelDevice) -> None:
     sent = device.next_seq - 1
-    ledger = await OpLedger.select(OpLedger.op_seq).where(OpLedger.device_id == device.device_id)
+    user_id = device.session.user["id"]
+    ledger = await OpLedger.select(OpLedger.op_seq).where(
+        OpLedger.device_id == device.device_id, OpLedger.user_id == user_id
+    )
     assert sorted(r["op_seq"] for r in ledger) == list(range(1, sent + 1))
     submissions = await Submission.select(Submission.op_seq).where(
-        Submission.device_id == device.device_id
+        Submission.device_id == device.device_id, Submission.user_id == user_id
     )
     assert sorted(r["op_seq"] for r in submissions) == list(range(1, sent + 1))
     state = (
-        await DeviceSync.select(DeviceSync.last_op_seq)
-        .where(DeviceSync.device_id == device.device_id)
+        await OpStream.select(OpStream.last_op_seq)
+        .where(OpStream.device_id == device.device_id, OpStream.user_id == user_id)
         .first()
     )
     assert (state["last_op_seq"] if state else 0) == sent
@@ -328,7 +383,11 @@ def _overwritten(
     for other in later if prop is not None else []:  # only a resolution undoes a delete
         if other is write or other.entity_id != write.entity_id or prop not in other.properties:
             continue
-        same_device = other.device_id == write.device_id and other.op_seq > write.op_seq
+        same_device = (
+            other.device_id == write.device_id
+            and other.user_id == write.user_id
+            and other.op_seq > write.op_seq
+        )
         saw_it = write.version is not None and other.base_version >= write.version
         # The same value reached by two devices: a writer who started from it had seen it.
         saw_value = (
@@ -406,14 +465,23 @@ async def check_nothing_lost(devices: list[ModelDevice], resolutions: list[Resol
 
 
 async def test_devices_converge_without_loss_or_duplicates(api: Api) -> None:
-    user_ids, devices = [], []
-    for role in ("inspector", "inspector", "inspector", "supervisor"):
+    user_ids, usernames, devices = [], [], []
+    for role in ("inspector", "inspector", "inspector", "supervisor", "inspector"):
         user = await api.create_user(role, ["00070"])
         user_ids.append(user["id"])
-        session = await login(api.http, user["username"], PASSWORD)
-        devices.append(ModelDevice(api.http, session, role))
+        usernames.append(user["username"])
+        if len(devices) < GUEST:
+            session = await login(api.http, user["username"], PASSWORD)
+            devices.append(ModelDevice(api.http, session, role))
+    # The guest's stream on each inspector's tablet: logged in there once, then handed back.
+    guests = []
+    for holder, username in zip(devices[:SUPERVISOR], usernames[:SUPERVISOR], strict=True):
+        guest = await login(api.http, usernames[GUEST], PASSWORD, device_id=holder.device_id)
+        guests.append(ModelDevice(api.http, guest, "inspector"))
+        holder.session = await login(api.http, username, PASSWORD, device_id=holder.device_id)
     pool = sorted(r["code"] for r in await Ward.select(Ward.code) if r["code"] not in TEST_WARDS)
-    ctx = Context(api, LoopBridge(asyncio.get_running_loop()), user_ids, devices, pool)
+    bridge = LoopBridge(asyncio.get_running_loop())
+    ctx = Context(api, bridge, user_ids, usernames, devices, guests, pool)
     await asyncio.to_thread(
         run_state_machine_as_test,
         make_machine(ctx),

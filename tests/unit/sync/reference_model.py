@@ -59,7 +59,7 @@ class ReferenceServer:
     def knew(rec: dict[str, Any] | None, base_version: int, who: Who) -> bool:
         if rec is None or rec["ver"] <= base_version:
             return True
-        return rec["dev"] == who.dev and rec["seq"] < who.seq
+        return rec["dev"] == who.dev and rec["user"] == who.user and rec["seq"] < who.seq
 
     @staticmethod
     def cand(value: Any, rec_or_who: Any, at_version: int) -> tuple[Any, ...]:
