@@ -14,10 +14,10 @@ The local store is SQLite (a file, or ":memory:"):
 - `entities`: the last server copy of each record in scope (`version`, `deleted`, `label`,
   `properties`) plus the device's pending local overlay (`local`, the edits not yet confirmed by
   the server, and `local_op_seq`, the last outbox op carrying them). Reads show copy + overlay.
-- `outbox`: every op the device wrote, by `op_seq`, with its state and the server's result. Rows
-  are never deleted: an op is the only copy of what someone captured.
-- `meta`: device id, next op_seq, the op_seq the server has confirmed, cursor, HLC, clock offset,
-  tokens.
+- `outbox`: every op the device wrote, by user and `op_seq`, with its state and the server's
+  result. Rows are never deleted: an op is the only copy of what someone captured.
+- `meta`: device id, per user the next op_seq and the op_seq the server has confirmed, cursor,
+  HLC, clock offset, tokens.
 - `conflicts` and `forms`: what supervisors and form lists need.
 
 Rules kept here (numbers from PROTOCOL.md "Devices' side"):
@@ -29,7 +29,10 @@ Rules kept here (numbers from PROTOCOL.md "Devices' side"):
    except its HLC when the server refuses it with `clock_skew` (the op was not applied then);
 4. pulled records apply only if their `version` is greater than the local one, `evict` drops the
    local copy, and the cursor is stored in the same transaction as the page;
-5. HLC wall time = device clock + the offset learned from `server_hlc`.
+5. HLC wall time = device clock + the offset learned from `server_hlc`;
+6. op_seq counts per (device, user) (docs/protocol.md "Device binding"): a tablet that changes
+   hands first pushes the previous user's outbox, and refuses the new login while any of it is
+   unsent; each user's ops then continue their own sequence on this tablet.
 
 Only httpx, msgspec and the standard library: no server code.
 """
@@ -104,10 +107,12 @@ CREATE TABLE IF NOT EXISTS entities (
 );
 CREATE INDEX IF NOT EXISTS entities_by_list ON entities (list);
 CREATE TABLE IF NOT EXISTS outbox (
-    op_seq INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,                    -- whose op stream: op_seq counts per user here
+    op_seq INTEGER NOT NULL,
     op TEXT NOT NULL,                         -- the Op as JSON, exactly as pushed
     state TEXT NOT NULL DEFAULT 'pending',    -- pending | applied | rejected
-    result TEXT                               -- the server's OpResult as JSON
+    result TEXT,                              -- the server's OpResult as JSON
+    PRIMARY KEY (user_id, op_seq)
 );
 CREATE TABLE IF NOT EXISTS conflicts (id TEXT PRIMARY KEY, version INTEGER, record TEXT);
 CREATE TABLE IF NOT EXISTS forms (form_id TEXT PRIMARY KEY, version TEXT, state TEXT, hash TEXT);
@@ -235,8 +240,6 @@ class SyncClient:
         if stored_device is None:
             with self._transaction():
                 self._set_meta("device_id", device_id)
-                self._set_meta("next_op_seq", "1")
-                self._set_meta("pushed_through", "0")
         elif stored_device != device_id:
             raise SyncError(
                 f"this store belongs to device {stored_device}", code="store_device_mismatch"
@@ -295,7 +298,32 @@ class SyncClient:
     # ------------------------------------------------------------------------------------------
     # Identity
 
+    @property
+    def _stream(self) -> str:
+        """The logged-in user's id: their op stream on this tablet."""
+        user = self.user
+        if user is None:
+            raise SyncError("log in first", code="not_logged_in")
+        return str(user["id"])
+
+    def _pushed_through(self) -> int:
+        return int(self._meta(f"pushed_through:{self._stream}") or 0)
+
     async def login(self, username: str, password: str, device_name: str = "") -> dict[str, Any]:
+        """Log in on this tablet. Another user's login first sends the current user's outbox
+        (the server ends their session), and is refused while any of it is still unsent."""
+        current = self.user
+        if current is not None and current["username"] != username.lower() and self.pending_ops():
+            try:
+                await self.push()
+            except (SyncError, httpx.TransportError):
+                pass  # reported below: the ops stay, their user pushes them later
+            if self.pending_ops():
+                raise SyncError(
+                    f"{current['username']} has ops on this tablet that have not reached the "
+                    "server; sync them before another user logs in",
+                    code="unsent_ops_of_other_user",
+                )
         body = {
             "username": username,
             "password": password,
@@ -319,7 +347,13 @@ class SyncClient:
         self._store_tokens(response.json())
 
     def _store_tokens(self, pair: dict[str, Any]) -> dict[str, Any]:
-        with self._transaction():
+        with self._transaction() as db:
+            previous = self.user
+            if previous is not None and previous["id"] != pair["user"]["id"]:
+                # The previous user's ops are all confirmed (login checked): their overlays
+                # would be compared with the new user's op_seq; the next pull brings the copies.
+                db.execute("UPDATE entities SET local = NULL, local_op_seq = NULL")
+                db.execute("DELETE FROM entities WHERE version = 0")
             self._set_meta("access_token", pair["access_token"])
             self._set_meta("refresh_token", pair["refresh_token"])
             self._set_meta("user", json.dumps(pair["user"]))
@@ -525,8 +559,9 @@ class SyncClient:
         submission: Submission | None = None,
         resolve: Resolve | None = None,
     ) -> Op:
+        stream = self._stream
         with self._transaction() as db:
-            op_seq = int(self._meta("next_op_seq") or 1)
+            op_seq = int(self._meta(f"next_op_seq:{stream}") or 1)
             op = Op(
                 op_seq=op_seq,
                 op_id=self.new_id(),
@@ -536,9 +571,10 @@ class SyncClient:
                 resolve=resolve,
             )
             db.execute(
-                "INSERT INTO outbox (op_seq, op) VALUES (?, ?)", (op_seq, encode(op).decode())
+                "INSERT INTO outbox (user_id, op_seq, op) VALUES (?, ?, ?)",
+                (stream, op_seq, encode(op).decode()),
             )
-            self._set_meta("next_op_seq", str(op_seq + 1))
+            self._set_meta(f"next_op_seq:{stream}", str(op_seq + 1))
             self._set_meta("hlc_last", self._clock.last)
             for change in submission.entities if submission else ():
                 self._overlay(change, op_seq)
@@ -583,13 +619,17 @@ class SyncClient:
 
     def pending_ops(self) -> list[Op]:
         """Ops the server has not confirmed yet, in op_seq order (what the next push sends)."""
-        pushed = int(self._meta("pushed_through") or 0)
-        rows = self._db.execute("SELECT op FROM outbox WHERE op_seq > ? ORDER BY op_seq", (pushed,))
+        if self.user is None:
+            return []
+        rows = self._db.execute(
+            "SELECT op FROM outbox WHERE user_id = ? AND op_seq > ? ORDER BY op_seq",
+            (self._stream, self._pushed_through()),
+        )
         return [msgspec.json.decode(row[0], type=Op) for row in rows]
 
     def outbox(self) -> list[OutboxEntry]:
-        """Every op ever written by this device, with the server's result once known."""
-        rows = self._db.execute("SELECT op, state, result FROM outbox ORDER BY op_seq")
+        """Every op ever written on this device (by any user), with the server's result once known."""
+        rows = self._db.execute("SELECT op, state, result FROM outbox ORDER BY rowid")
         return [
             OutboxEntry(
                 op=msgspec.json.decode(op, type=Op),
@@ -623,11 +663,11 @@ class SyncClient:
         async with self._push_lock:
             skew_retried = False
             while True:
-                pushed = int(self._meta("pushed_through") or 0)
+                pushed = self._pushed_through()
                 report.last_op_seq = pushed
                 rows = self._db.execute(
-                    "SELECT op FROM outbox WHERE op_seq > ? ORDER BY op_seq LIMIT ?",
-                    (pushed, self.push_batch),
+                    "SELECT op FROM outbox WHERE user_id = ? AND op_seq > ? ORDER BY op_seq LIMIT ?",
+                    (self._stream, pushed, self.push_batch),
                 ).fetchall()
                 if not rows:
                     return report
@@ -652,6 +692,7 @@ class SyncClient:
                     raise SyncError("the server applied none of the ops", code="push_stalled")
 
     def _record_push(self, body: PushResponse, report: PushReport) -> None:
+        stream = self._stream
         with self._transaction() as db:
             for result in body.results:
                 if result.status == "duplicate":
@@ -662,11 +703,11 @@ class SyncClient:
                     report.rejected += 1
                 state = "rejected" if _was_rejected(result) else "applied"
                 db.execute(
-                    "UPDATE outbox SET state = ?, result = ? WHERE op_seq = ?",
-                    (state, encode(result).decode(), result.op_seq),
+                    "UPDATE outbox SET state = ?, result = ? WHERE user_id = ? AND op_seq = ?",
+                    (state, encode(result).decode(), stream, result.op_seq),
                 )
             # A gap (server behind the device) makes the next batch start at its last + 1.
-            self._set_meta("pushed_through", str(body.last_op_seq))
+            self._set_meta(f"pushed_through:{stream}", str(body.last_op_seq))
             self._learn_time(body.server_hlc)
         report.last_op_seq = body.last_op_seq
 
@@ -689,15 +730,17 @@ class SyncClient:
             self._clock = Clock(
                 self._node, self._hlc_now, last=HLC(server_ms, 0, self._node).format()
             )
-            pushed = int(self._meta("pushed_through") or 0)
+            stream, pushed = self._stream, self._pushed_through()
             for op_seq, text in db.execute(
-                "SELECT op_seq, op FROM outbox WHERE op_seq > ? ORDER BY op_seq", (pushed,)
+                "SELECT op_seq, op FROM outbox WHERE user_id = ? AND op_seq > ? ORDER BY op_seq",
+                (stream, pushed),
             ).fetchall():
                 op = msgspec.json.decode(text, type=Op)
                 if wall_ms(op.hlc) - server_ms > DEFAULT_MAX_SKEW_MS // 2:
                     op = msgspec.structs.replace(op, hlc=self._clock.send())
                     db.execute(
-                        "UPDATE outbox SET op = ? WHERE op_seq = ?", (encode(op).decode(), op_seq)
+                        "UPDATE outbox SET op = ? WHERE user_id = ? AND op_seq = ?",
+                        (encode(op).decode(), stream, op_seq),
                     )
             self._set_meta("hlc_last", self._clock.last)
 
@@ -770,7 +813,9 @@ class SyncClient:
         behind: see docs/protocol.md, "acked_through"."""
         rows = self._db.execute(
             "SELECT e.id, e.version, o.state, o.result FROM entities e "
-            "JOIN outbox o ON o.op_seq = e.local_op_seq WHERE o.result IS NOT NULL"
+            "JOIN outbox o ON o.op_seq = e.local_op_seq AND o.user_id = ? "
+            "WHERE o.result IS NOT NULL",
+            (self._stream,),
         ).fetchall()
         for entity_id, version, state, result_text in rows:
             result = msgspec.json.decode(result_text, type=OpResult)

@@ -15,7 +15,7 @@ import pytest
 from server.auth import issue_access_token
 from server.db.tables_sync import Entity, Submission
 from server.services.entity_store import state_of
-from sync.client import SyncClient, SyncUnavailable
+from sync.client import SyncClient, SyncError, SyncUnavailable
 from sync.simulator import FaultyTransport
 from tests.conftest import Backend
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api
@@ -285,7 +285,8 @@ async def test_gap_makes_the_device_resend_from_the_servers_last(tablet: MakeTab
             client, HOAN_KIEM, client.create_entity("establishments", {"business_name": name})[1]
         )
     # A device restored from an old backup may believe the server has more than it has.
-    client._db.execute("UPDATE meta SET value = '2' WHERE key = 'pushed_through'")
+    assert client.user is not None
+    client._set_meta(f"pushed_through:{client.user['id']}", "2")
     report = await client.push()
     assert report.applied == 3 and report.last_op_seq == 3 and report.requests == 2
 
@@ -318,3 +319,45 @@ async def test_clock_ahead_is_corrected_from_the_server(tablet: MakeTablet) -> N
     report = await client.push()
     assert report.applied == 1
     assert client.clock_offset_ms < -15 * 60_000
+
+
+async def test_a_tablet_handed_to_another_user_sends_the_first_users_ops_first(
+    tablet: MakeTablet, api: Api
+) -> None:
+    made = await tablet()
+    client, first_user = made.client, made.user
+    second_user = await api.create_user("inspector", [HOAN_KIEM])
+
+    def new_inspection(name: str) -> None:
+        _, create = client.create_entity("establishments", {"business_name": name})
+        inspect(client, HOAN_KIEM, create)
+
+    new_inspection("Quán Một")
+    await client.sync()
+    new_inspection("Quán Hai")  # still on the tablet when it changes hands
+
+    made.transport.offline = True
+    with pytest.raises(SyncError) as refused:
+        await client.login(second_user["username"], PASSWORD)
+    assert refused.value.instance_code == "unsent_ops_of_other_user"
+    assert client.user is not None and client.user["id"] == first_user["id"]
+    assert [op.op_seq for op in client.pending_ops()] == [2]
+
+    made.transport.offline = False
+    await client.login(second_user["username"], PASSWORD)  # sends the first user's op 2 first
+    assert client.user is not None and client.user["id"] == second_user["id"]
+    new_inspection("Quán Ba")
+    assert [op.op_seq for op in client.pending_ops()] == [1]  # the second user's own stream
+    assert (await client.push()).applied == 1
+
+    await client.login(first_user["username"], PASSWORD)
+    new_inspection("Quán Bốn")
+    assert [op.op_seq for op in client.pending_ops()] == [3]
+    await client.sync()
+    stored = await Submission.select(Submission.user_id, Submission.op_seq).where(
+        Submission.device_id == client.device_id
+    )
+    assert sorted((r["user_id"], r["op_seq"]) for r in stored) == sorted(
+        [(first_user["id"], seq) for seq in (1, 2, 3)] + [(second_user["id"], 1)]
+    )
+    assert all(entry.state == "applied" for entry in client.outbox())
