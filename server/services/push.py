@@ -15,6 +15,8 @@ so the batch is flushed before it.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -378,7 +380,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         else:
             validation = validate_submission(spec, sub.data, now=ctx.now)
             errors.extend(
-                ErrorItem(path=f"$.submission.data{e.path}", code=e.code, message=e.message)
+                ErrorItem(path=data_path(e.path), code=e.code, message=e.message)
                 for e in validation.errors
             )
     if not errors:
@@ -428,6 +430,23 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         entities=entity_results,
         missing_blobs=ctx.missing_of(sub),
     )
+
+
+_JSON_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REPEAT_ITEM = re.compile(r"(.*)\[(\d+)\]")
+
+
+def data_path(field_path: str) -> str:
+    """A form field's XPath ("/data/visit/people[2]/age": the form's root, 1-based repeats) as the
+    JSON path of the answer in the push body ("$.submission.data.visit.people[1].age")."""
+    path = "$.submission.data"
+    for step in field_path.split("/")[2:]:
+        item = _REPEAT_ITEM.fullmatch(step)
+        name, index = (item.group(1), int(item.group(2)) - 1) if item else (step, None)
+        path += f".{name}" if _JSON_NAME.fullmatch(name) else f"[{json.dumps(name)}]"
+        if index is not None:
+            path += f"[{index}]"
+    return path
 
 
 def submission_id(principal: Principal, op_seq: int) -> str:

@@ -82,6 +82,17 @@ async def test_a_form_hidden_from_the_role_is_refused_on_push(api: Api, role: st
     assert entity_id not in {c["id"] for c in changes if c["type"] == "entity"}
 
 
+async def test_answer_errors_name_json_paths_into_the_push_body(api: Api) -> None:
+    tablet = await device(api)
+    op = tablet.inspection(HOAN_KIEM, data={"kind": "spaceship", "nickname": "x"})
+    result = (await tablet.push(op)).json()["results"][0]
+    assert result["status"] == "rejected"
+    assert {(e["path"], e["code"]) for e in result["errors"]} == {
+        ("$.submission.data.kind", "unknown_choice"),
+        ("$.submission.data.nickname", "unknown_field"),
+    }
+
+
 async def test_a_tablet_that_changes_hands_keeps_each_users_ops(api: Api) -> None:
     """The probe's takeover: A pushes op 1 on tablet D; B logs in on D and pushes op_seq 1 and 2;
     A logs in again and pushes op_seq 2. Each user's op_seq is their own on D: every op is
