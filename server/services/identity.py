@@ -22,7 +22,7 @@ from schemas.identity import (
 )
 from server import auth
 from server.auth import Principal
-from server.db.engine import transaction
+from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables import AppUser, LoginThrottle, RefreshToken
 from server.db.tables import Device as DeviceRow
@@ -168,6 +168,8 @@ async def update_user(
         changes[AppUser.disabled] = data.disabled
         details["disabled"] = data.disabled
     async with transaction():
+        if current.role == "admin" and (role != "admin" or data.disabled):
+            await _refuse_if_last_admin(current.id)
         await AppUser.update(changes).where(AppUser.id == uuid.UUID(current.id))
         if data.disabled or data.password is not None:
             # A disabled account or a changed password ends every session at once.
@@ -183,6 +185,20 @@ async def update_user(
             address=address,
         )
     return await get_user(current.id)
+
+
+async def _refuse_if_last_admin(user_id: str) -> None:
+    """Inside the caller's transaction: 409 if no other active admin would remain."""
+    query = AppUser.select(AppUser.id).where(AppUser.role == "admin", AppUser.disabled.eq(False))
+    if current_engine().engine_type == "postgres":
+        # Lock every active admin row, so two admins demoting each other at once serialise here.
+        query = query.lock_rows()
+    admins = {str(row["id"]) for row in await query}
+    if user_id in admins and not admins - {user_id}:
+        raise Conflict(
+            "This is the last active administrator; make another user admin first.",
+            code="last_admin",
+        )
 
 
 # ---- devices -----------------------------------------------------------------------------------
