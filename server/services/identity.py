@@ -375,6 +375,7 @@ async def _issue_tokens(
         role=user["role"],
         device_id=device_id,
         lifetime=lifetime,
+        family_id=str(family_id),
         now=now,
     )
     return TokenPair(
@@ -394,7 +395,8 @@ async def authenticate(settings: Settings, token: str) -> Principal:
     claims = auth.decode_access_token(token, secret=settings.secret_key)
     try:
         user_id, device_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["did"])
-    except (ValueError, TypeError):
+        family_id = uuid.UUID(claims["fam"])
+    except (ValueError, TypeError, AttributeError):
         raise Unauthorized("The access token is not valid.", code="token_invalid") from None
     # Read the live rows every time: revocation and disabling apply on the very next request.
     row = (
@@ -414,6 +416,12 @@ async def authenticate(settings: Settings, token: str) -> Principal:
         raise Unauthorized("This device has been revoked.", code="device_revoked")
     if row["user.disabled"]:
         raise Unauthorized("This account is disabled.", code="user_disabled")
+    # A family with no live refresh token was ended (reuse, password change): so are its tokens.
+    live = await RefreshToken.exists().where(
+        RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_null()
+    )
+    if not live:
+        raise Unauthorized("This session has ended; log in again.", code="token_revoked")
     return Principal(
         user_id=str(user_id),
         username=row["user.username"],

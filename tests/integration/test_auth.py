@@ -220,6 +220,25 @@ async def test_refresh_rotates_and_reuse_kills_the_family(api: Api) -> None:
     ).status_code == 200
 
 
+async def test_refresh_reuse_also_ends_the_familys_access_tokens(api: Api) -> None:
+    worker = await api.user_session()
+    other = await login(api.http, worker.user["username"], PASSWORD)  # another tablet's session
+    rotated = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}
+    )
+    new_access = {"Authorization": f"Bearer {rotated.json()['access_token']}"}
+    assert (await api.http.get("/api/v1/wards", headers=new_access)).status_code == 200
+    reuse = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}
+    )
+    assert_problem(reuse, 401, "refresh_reused")
+    # Both access tokens of the ended family are refused at once, not when they expire.
+    for headers in (worker.headers, new_access):
+        assert_problem(await api.http.get("/api/v1/wards", headers=headers), 401, "token_revoked")
+    # Another session of the same user is a different family and goes on working.
+    assert (await api.http.get("/api/v1/wards", headers=other.headers)).status_code == 200
+
+
 async def test_garbage_refresh_token(client: httpx.AsyncClient) -> None:
     assert_problem(
         await client.post("/api/v1/auth/refresh", json={"refresh_token": "garbage"}),
