@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 import pytest
+from litestar import Litestar
 
+from server.app import create_app
 from server.auth import ALGORITHM, AUDIENCE, ISSUER, issue_access_token
-from tests.conftest import Backend
+from server.db.tables import AuditLog
+from tests.conftest import Backend, make_settings
 from tests.helpers import PASSWORD, Api, assert_problem, login, new_device_id
 
 pytestmark = pytest.mark.db
@@ -247,39 +253,90 @@ async def test_garbage_refresh_token(client: httpx.AsyncClient) -> None:
     )
 
 
-async def test_login_throttling_locks_without_revealing_existence(db: Backend) -> None:
-    limit = db.settings.login_max_failures
+def _from(app: Litestar, address: str) -> httpx.AsyncClient:
+    """A client whose requests arrive from `address` (the TCP peer the server sees)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://fieldsync.test")
 
-    async def attempts(username: str) -> list[httpx.Response]:
-        address = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
-        transport = httpx.ASGITransport(app=db.app, client=(address, 1234))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            body = {
-                "username": username,
-                "password": "wrong-password",
-                "device_id": new_device_id(),
-            }
-            return [await http.post("/api/v1/auth/login", json=body) for _ in range(limit + 1)]
 
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=db.app), base_url="http://t"
-    ) as http:
-        existing = (await Api.as_admin(http, db.settings)).admin
-        api = Api(http, db.settings, existing)
-        user = await api.create_user()
-    for name in (user["username"], "ghost-" + uuid.uuid4().hex[:8]):
-        responses = await attempts(name)
-        assert [r.status_code for r in responses[:limit]] == [401] * limit
-        locked = assert_problem(responses[limit], 429, "login_throttled")
-        assert int(responses[limit].headers["Retry-After"]) > 0 and locked["retry_after"] > 0
-    # Even the right password is refused while the username is locked.
-    transport = httpx.ASGITransport(app=db.app, client=("198.51.100.7", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        right = await http.post(
-            "/api/v1/auth/login",
-            json={"username": user["username"], "password": PASSWORD, "device_id": new_device_id()},
+async def _login(
+    http: httpx.AsyncClient, username: str, password: str, forwarded_for: str | None = None
+) -> httpx.Response:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    body = {"username": username, "password": password, "device_id": new_device_id()}
+    return await http.post("/api/v1/auth/login", json=body, headers=headers)
+
+
+def _app_with(db: Backend, tmp_path: Path, **env: str) -> Litestar:
+    """The same database and blob store, served with other settings."""
+    return create_app(
+        make_settings(tmp_path, db.url, **env), engine=db.engine, blob_store=db.app.state.blob_store
+    )
+
+
+async def _audit(username: str) -> list[dict[str, Any]]:
+    return list(
+        await AuditLog.select()
+        .where(AuditLog.actor_username == username, AuditLog.action.like("auth.login%"))
+        .order_by(AuditLog.id)
+    )
+
+
+async def test_login_lock_is_per_username_and_address(
+    api: Api, db: Backend, tmp_path: Path
+) -> None:
+    limit = 3
+    app = _app_with(db, tmp_path, FIELDSYNC_LOGIN_MAX_FAILURES=str(limit))
+    user = await api.create_user()
+    username = user["username"]
+    attacker = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
+    async with _from(app, attacker) as http:
+        for name in (username, "ghost-" + uuid.uuid4().hex[:8]):
+            answers = [await _login(http, name, "wrong-password") for _ in range(limit + 1)]
+            assert [r.status_code for r in answers[:limit]] == [401] * limit
+            # A username that does not exist locks the same way: the lock reveals nothing.
+            locked = assert_problem(answers[limit], 429, "login_throttled")
+            assert int(answers[limit].headers["Retry-After"]) > 0 and locked["retry_after"] > 0
+        # Even the right password is refused from the locked address...
+        assert_problem(await _login(http, username, PASSWORD), 429, "login_throttled")
+    # ...but the worker, from their own tablet, is not locked out by someone else's guesses.
+    async with _from(app, "198.51.100.7") as http:
+        assert (await _login(http, username, PASSWORD)).status_code == 200
+    entries = await _audit(username)
+    assert [e["action"] for e in entries] == [
+        *["auth.login_failed"] * limit,
+        "auth.login_locked",
+        "auth.login",
+    ]
+    assert [e["address"] for e in entries] == [attacker] * (limit + 1) + ["198.51.100.7"]
+    assert all(e["target_id"] == user["id"] for e in entries[:-1])
+    assert "wrong-password" not in str(entries) and PASSWORD not in str(entries)
+
+
+async def test_failures_from_one_address_lock_no_one_else_there(
+    api: Api, db: Backend, tmp_path: Path
+) -> None:
+    """Behind a reverse proxy or an office NAT every worker shares one address."""
+    app = _app_with(db, tmp_path, FIELDSYNC_LOGIN_MAX_FAILURES="2")
+    user = await api.create_user()
+    shared = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+    async with _from(app, shared) as http:
+        # The old per-address limit (2 x 4), spread over names so that no pair locks.
+        for _ in range(8):
+            r = await _login(http, f"ghost-{uuid.uuid4().hex[:8]}", "wrong-password")
+            assert r.status_code == 401
+        assert (await _login(http, user["username"], PASSWORD)).status_code == 200
+
+
+async def test_concurrent_failures_are_each_counted(api: Api, db: Backend, tmp_path: Path) -> None:
+    app = _app_with(db, tmp_path, FIELDSYNC_LOGIN_MAX_FAILURES="3")
+    user = await api.create_user()
+    async with _from(app, f"198.18.0.{uuid.uuid4().int % 250 + 1}") as http:
+        guesses = await asyncio.gather(
+            *(_login(http, user["username"], f"guess-{i}") for i in range(3))
         )
-    assert_problem(right, 429, "login_throttled")
+        assert [r.status_code for r in guesses] == [401] * 3, [r.text for r in guesses]
+        assert_problem(await _login(http, user["username"], PASSWORD), 429, "login_throttled")
 
 
 async def test_shared_tablet_changes_hands(api: Api) -> None:
