@@ -6,6 +6,7 @@ and exits, so an operator never sees a traceback for a typo.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -80,6 +81,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_upload_bytes: PositiveInt = 200 * 1024 * 1024
     login_max_failures: PositiveInt = 5
     login_lock_seconds: PositiveInt = 900
+    # Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
     admin_username: str = "admin"
     admin_password: str = ""
     db_pool_size: PositiveInt = 10
@@ -105,6 +108,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def allowed_content_type_set(self) -> frozenset[str]:
         """FIELDSYNC_ALLOWED_CONTENT_TYPES as a set of lower-case `type/subtype` strings."""
         return _parse_content_types(self.allowed_content_types)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """FIELDSYNC_TRUSTED_PROXIES as normalised addresses and networks (e.g. 10.0.0.0/8)."""
+        return _parse_trusted_proxies(self.trusted_proxies)
 
     @property
     def upload_expiry(self) -> timedelta:
@@ -166,6 +174,10 @@ def _complete(s: Settings) -> Settings:
         _parse_content_types(s.allowed_content_types)
     except ValueError as exc:
         raise SettingsError(f"{PREFIX}ALLOWED_CONTENT_TYPES: {exc}") from None
+    try:
+        _parse_trusted_proxies(s.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}TRUSTED_PROXIES: {exc}") from None
     secret_key = s.secret_key or _local_secret(Path(data_dir))
     if len(secret_key) < 32:
         raise SettingsError(f"{PREFIX}SECRET_KEY: must be at least 32 characters")
@@ -219,6 +231,20 @@ def _parse_content_types(value: str) -> frozenset[str]:
         if not _MEDIA_TYPE.fullmatch(item):
             raise ValueError(f"{item!r} is not a media type (type/subtype, e.g. image/jpeg)")
     return frozenset(types)
+
+
+def _parse_trusted_proxies(value: str) -> list[str]:
+    proxies = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            proxies.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.5 or 10.0.0.0/8)"
+            ) from None
+    return proxies
 
 
 def _local_secret(data_dir: Path) -> str:

@@ -339,6 +339,42 @@ async def test_concurrent_failures_are_each_counted(api: Api, db: Backend, tmp_p
         assert_problem(await _login(http, user["username"], PASSWORD), 429, "login_throttled")
 
 
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    api: Api, db: Backend, tmp_path: Path
+) -> None:
+    app = _app_with(
+        db, tmp_path, FIELDSYNC_TRUSTED_PROXIES="10.77.0.0/16", FIELDSYNC_LOGIN_MAX_FAILURES="2"
+    )
+    user = await api.create_user()
+    username = user["username"]
+    async with _from(app, "10.77.3.4") as proxy:
+        for _ in range(2):
+            r = await _login(proxy, username, "wrong-password", forwarded_for="203.0.113.5")
+            assert r.status_code == 401
+        # The lock is on the client behind the proxy, not on the proxy itself.
+        locked = await _login(proxy, username, PASSWORD, forwarded_for="203.0.113.5")
+        assert_problem(locked, 429, "login_throttled")
+        ok = await _login(proxy, username, PASSWORD, forwarded_for="203.0.113.6")
+        assert ok.status_code == 200
+    # An untrusted peer cannot choose its address: a new forged header per guess does not help.
+    async with _from(app, "10.78.0.9") as forger:
+        for i in range(2):
+            r = await _login(forger, username, "wrong-password", forwarded_for=f"198.51.100.{i}")
+            assert r.status_code == 401
+        refused = await _login(forger, username, PASSWORD, forwarded_for="198.51.100.99")
+        assert_problem(refused, 429, "login_throttled")
+    addresses = [(e["action"], e["address"]) for e in await _audit(username)]
+    assert addresses == [
+        ("auth.login_failed", "203.0.113.5"),
+        ("auth.login_failed", "203.0.113.5"),
+        ("auth.login_locked", "203.0.113.5"),
+        ("auth.login", "203.0.113.6"),
+        ("auth.login_failed", "10.78.0.9"),
+        ("auth.login_failed", "10.78.0.9"),
+        ("auth.login_locked", "10.78.0.9"),
+    ]
+
+
 async def test_shared_tablet_changes_hands(api: Api) -> None:
     first = await api.user_session()
     second_user = await api.create_user()

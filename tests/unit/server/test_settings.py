@@ -181,3 +181,14 @@ def test_strong_and_generated_secret_keys_start_production(tmp_path: Path) -> No
 def test_env_accepts_only_production_or_development(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"^FIELDSYNC_ENV: "):
         load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_ENV": "staging"})
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
+    base = {"FIELDSYNC_DATA_DIR": str(tmp_path)}
+    assert load_settings(base).trusted_proxy_list == []  # none: X-Forwarded-For is never believed
+    listed = load_settings(
+        {**base, "FIELDSYNC_TRUSTED_PROXIES": "10.0.0.5, 172.16.0.0/12,fd00::/8"}
+    )
+    assert listed.trusted_proxy_list == ["10.0.0.5/32", "172.16.0.0/12", "fd00::/8"]
+    with pytest.raises(SettingsError, match=r"^FIELDSYNC_TRUSTED_PROXIES: 'proxy\.local' is not"):
+        load_settings({**base, "FIELDSYNC_TRUSTED_PROXIES": "10.0.0.5,proxy.local"})
