@@ -199,6 +199,9 @@ def _refuse_placeholder_secrets(s: Settings, database_url: str) -> None:
         raise SettingsError(f"{PREFIX}SECRET_KEY: is the .env.example placeholder; {generate}")
     if s.secret_key and entropy_bits(s.secret_key) < MIN_SECRET_KEY_BITS:
         raise SettingsError(f"{PREFIX}SECRET_KEY: too little entropy (repetitive); {generate}")
+    if s.admin_password and len(s.admin_password) < 10:
+        # The first admin is created without the API's password rule (at least 10 characters).
+        raise SettingsError(f"{PREFIX}ADMIN_PASSWORD: must be at least 10 characters")
     secrets_by_variable = {
         "admin_password": s.admin_password,
         "s3_secret_key": s.s3_secret_key,

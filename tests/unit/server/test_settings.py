@@ -139,6 +139,7 @@ STRONG_SECRET_KEY = "q8Zr2LbT0vXy5NcW7mHk3JdP9sFa1GeU4oRi6QlVwYtBn"
         ("FIELDSYNC_SECRET_KEY", "test-secret-key-" + "x" * 32),
         ("FIELDSYNC_SECRET_KEY", "ab" * 32),
         ("FIELDSYNC_ADMIN_PASSWORD", "change-me-admin"),
+        ("FIELDSYNC_ADMIN_PASSWORD", "admin"),
         ("FIELDSYNC_S3_SECRET_KEY", "change-me-minio-secret"),
         ("FIELDSYNC_DATABASE_URL", "postgresql://fieldsync:change-me-postgres@db:5432/fieldsync"),
     ],
