@@ -13,7 +13,7 @@ from piccolo.engine.base import Engine
 
 from server.api.admin import AuditController, DeviceController, UserController
 from server.api.auth import AuthController
-from server.api.deps import DEPENDENCIES
+from server.api.deps import DEPENDENCIES, proxy_headers_middleware
 from server.api.forms import FormController
 from server.api.health import HealthController
 from server.api.sync import ConflictController, SubmissionController, SyncController
@@ -83,6 +83,7 @@ def create_app(
             BlobController,
         ],
         dependencies=DEPENDENCIES,
+        middleware=proxy_headers_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[resources],
         request_max_body_size=settings.max_body_bytes,

@@ -1,7 +1,8 @@
 """Passwords (argon2id), access tokens (JWT, pinned HS256) and the request principal.
 
-Every authenticated request re-reads the user and the device, so disabling a user or revoking a
-device refuses its tokens on the very next request, not when they expire.
+Every authenticated request re-reads the user, the device and the session (refresh-token family),
+so disabling a user, revoking a device or ending a session refuses its tokens on the very next
+request, not when they expire.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def issue_access_token(
     role: str,
     device_id: str,
     lifetime: timedelta,
+    family_id: str | None = None,
     now: datetime | None = None,
 ) -> str:
+    """`fam` names the refresh-token family (the login session); a token without one is a
+    family of its own that no refresh token backs, so it is refused once the database is asked."""
     now = now or datetime.now(UTC)
     claims = {
         "iss": ISSUER,
@@ -99,6 +103,7 @@ def issue_access_token(
         "exp": int((now + lifetime).timestamp()),
         "jti": str(uuid.uuid4()),
         "did": device_id,
+        "fam": family_id or str(uuid.uuid4()),
         "role": role,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -112,7 +117,7 @@ def decode_access_token(token: str, *, secret: str) -> dict[str, Any]:
             algorithms=[ALGORITHM],
             audience=AUDIENCE,
             issuer=ISSUER,
-            options={"require": ["iss", "aud", "sub", "exp", "iat", "jti", "did", "role"]},
+            options={"require": ["iss", "aud", "sub", "exp", "iat", "jti", "did", "fam", "role"]},
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized(

@@ -205,7 +205,16 @@ def _serve(settings: Settings, args: Any) -> int:
             flush=True,
         )
     print(f"fieldsync: serving on http://{host}:{port} (API docs at /schema)", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", server_header=False)
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any loopback peer;
+    # the app believes it only from FIELDSYNC_TRUSTED_PROXIES.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        server_header=False,
+        proxy_headers=False,
+    )
     return 0
 
 

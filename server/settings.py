@@ -6,13 +6,17 @@ and exits, so an operator never sees a traceback for a typo.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -44,6 +48,11 @@ DEFAULT_ALLOWED_CONTENT_TYPES: frozenset[str] = frozenset(
         "application/pdf",
     }
 )
+# Markers of the placeholders in .env.example ("change-me-..."): such a value was never changed.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me")
+# A signing key must carry at least this much entropy, estimated as length x per-character Shannon
+# entropy: 32 random base64 characters give ~150 bits, 32 random hex digits ~110, "x" * 64 gives 0.
+MIN_SECRET_KEY_BITS = 96
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 
@@ -52,6 +61,8 @@ class SettingsError(Exception):
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    # production refuses placeholder and weak secrets at start-up; development accepts them.
+    env: Literal["production", "development"] = "production"
     data_dir: str = "./var"
     database_url: str = ""  # default: sqlite:///<data_dir>/fieldsync.db
     blob_store: str = ""  # default: local:<data_dir>/blobs
@@ -70,6 +81,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_upload_bytes: PositiveInt = 200 * 1024 * 1024
     login_max_failures: PositiveInt = 5
     login_lock_seconds: PositiveInt = 900
+    # Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
     admin_username: str = "admin"
     admin_password: str = ""
     db_pool_size: PositiveInt = 10
@@ -95,6 +108,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def allowed_content_type_set(self) -> frozenset[str]:
         """FIELDSYNC_ALLOWED_CONTENT_TYPES as a set of lower-case `type/subtype` strings."""
         return _parse_content_types(self.allowed_content_types)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """FIELDSYNC_TRUSTED_PROXIES as normalised addresses and networks (e.g. 10.0.0.0/8)."""
+        return _parse_trusted_proxies(self.trusted_proxies)
 
     @property
     def upload_expiry(self) -> timedelta:
@@ -156,9 +174,15 @@ def _complete(s: Settings) -> Settings:
         _parse_content_types(s.allowed_content_types)
     except ValueError as exc:
         raise SettingsError(f"{PREFIX}ALLOWED_CONTENT_TYPES: {exc}") from None
+    try:
+        _parse_trusted_proxies(s.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}TRUSTED_PROXIES: {exc}") from None
     secret_key = s.secret_key or _local_secret(Path(data_dir))
     if len(secret_key) < 32:
         raise SettingsError(f"{PREFIX}SECRET_KEY: must be at least 32 characters")
+    if s.env == "production":
+        _refuse_placeholder_secrets(s, database_url)
     return msgspec.structs.replace(
         s,
         database_url=database_url,
@@ -166,6 +190,38 @@ def _complete(s: Settings) -> Settings:
         s3_public_endpoint=s.s3_public_endpoint or s.s3_endpoint,
         secret_key=secret_key,
     )
+
+
+def _refuse_placeholder_secrets(s: Settings, database_url: str) -> None:
+    """A server must not start with a secret from .env.example or a guessable signing key."""
+    generate = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    if s.secret_key and _is_placeholder(s.secret_key):
+        raise SettingsError(f"{PREFIX}SECRET_KEY: is the .env.example placeholder; {generate}")
+    if s.secret_key and entropy_bits(s.secret_key) < MIN_SECRET_KEY_BITS:
+        raise SettingsError(f"{PREFIX}SECRET_KEY: too little entropy (repetitive); {generate}")
+    if s.admin_password and len(s.admin_password) < 10:
+        # The first admin is created without the API's password rule (at least 10 characters).
+        raise SettingsError(f"{PREFIX}ADMIN_PASSWORD: must be at least 10 characters")
+    secrets_by_variable = {
+        "admin_password": s.admin_password,
+        "s3_secret_key": s.s3_secret_key,
+        "database_url": urlsplit(database_url).password or "",
+    }
+    for field, value in secrets_by_variable.items():
+        if _is_placeholder(value):
+            raise SettingsError(
+                f"{_FIELDS[field]}: contains a .env.example placeholder (change-me...); set a real secret"
+            )
+
+
+def _is_placeholder(value: str) -> bool:
+    return any(marker in value.lower() for marker in PLACEHOLDER_MARKERS)
+
+
+def entropy_bits(value: str) -> float:
+    """Length x per-character Shannon entropy: a rough upper bound that catches repetitive keys."""
+    counts = Counter(value)
+    return -sum(n * math.log2(n / len(value)) for n in counts.values())
 
 
 def _parse_content_types(value: str) -> frozenset[str]:
@@ -178,6 +234,20 @@ def _parse_content_types(value: str) -> frozenset[str]:
         if not _MEDIA_TYPE.fullmatch(item):
             raise ValueError(f"{item!r} is not a media type (type/subtype, e.g. image/jpeg)")
     return frozenset(types)
+
+
+def _parse_trusted_proxies(value: str) -> list[str]:
+    proxies = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            proxies.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.5 or 10.0.0.0/8)"
+            ) from None
+    return proxies
 
 
 def _local_secret(data_dir: Path) -> str:

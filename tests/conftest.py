@@ -39,7 +39,8 @@ PG_ADMIN_URL = os.environ.get(
     "FIELDSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_PG = os.environ.get("FIELDSYNC_TEST_REQUIRE_PG") == "1"
-TEST_SECRET = "test-secret-key-" + "x" * 32
+# A strong key: production settings refuse repetitive ones (tests run with the default FIELDSYNC_ENV).
+TEST_SECRET = "Vt7nQ2xLk9Rb4sWz1Hc8JmYd3FgP6aEu0oNiKqTr5lBw"
 
 
 @dataclass

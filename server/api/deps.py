@@ -6,6 +6,8 @@ from typing import Any
 
 from litestar import Request
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from server.auth import Principal, bearer_token, require_role
 from server.services import identity
@@ -17,7 +19,16 @@ def settings_of(request: Request[Any, Any, Any]) -> Settings:
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else ""
+    # The audit column and throttle keys hold 64 characters; a proxy could forward anything.
+    return request.client.host[:64] if request.client else ""
+
+
+def proxy_headers_middleware(settings: Settings) -> list[DefineMiddleware]:
+    """Believe X-Forwarded-For only from FIELDSYNC_TRUSTED_PROXIES (none by default), so a caller
+    cannot choose the address that the audit log records and login throttling counts."""
+    if not settings.trusted_proxy_list:
+        return []
+    return [DefineMiddleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)]
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -22,7 +22,7 @@ from schemas.identity import (
 )
 from server import auth
 from server.auth import Principal
-from server.db.engine import transaction
+from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables import AppUser, LoginThrottle, RefreshToken
 from server.db.tables import Device as DeviceRow
@@ -34,6 +34,8 @@ from server.settings import Settings
 BAD_CREDENTIALS = "The username or password is not correct."
 # A shared address (an office behind one NAT) gets more room than a single username.
 ADDRESS_FAILURE_FACTOR = 4
+# The longest a failed login is held back (the delay doubles per failure from 0.25 s).
+MAX_FAILURE_DELAY_SECONDS = 2.0
 
 
 def _now() -> datetime:
@@ -168,6 +170,8 @@ async def update_user(
         changes[AppUser.disabled] = data.disabled
         details["disabled"] = data.disabled
     async with transaction():
+        if current.role == "admin" and (role != "admin" or data.disabled):
+            await _refuse_if_last_admin(current.id)
         await AppUser.update(changes).where(AppUser.id == uuid.UUID(current.id))
         if data.disabled or data.password is not None:
             # A disabled account or a changed password ends every session at once.
@@ -183,6 +187,20 @@ async def update_user(
             address=address,
         )
     return await get_user(current.id)
+
+
+async def _refuse_if_last_admin(user_id: str) -> None:
+    """Inside the caller's transaction: 409 if no other active admin would remain."""
+    query = AppUser.select(AppUser.id).where(AppUser.role == "admin", AppUser.disabled.eq(False))
+    if current_engine().engine_type == "postgres":
+        # Lock every active admin row, so two admins demoting each other at once serialise here.
+        query = query.lock_rows()
+    admins = {str(row["id"]) for row in await query}
+    if user_id in admins and not admins - {user_id}:
+        raise Conflict(
+            "This is the last active administrator; make another user admin first.",
+            code="last_admin",
+        )
 
 
 # ---- devices -----------------------------------------------------------------------------------
@@ -237,20 +255,21 @@ async def revoke_device(actor: Principal, device_id: str, *, address: str = "") 
 
 async def login(settings: Settings, req: LoginRequest, *, address: str) -> TokenPair:
     username = req.username.lower()
-    keys = {
-        f"user:{username}": settings.login_max_failures,
-        f"addr:{address}": settings.login_max_failures * ADDRESS_FAILURE_FACTOR,
-    }
-    await _refuse_if_locked(keys)
+    # Only a (username, address) pair is ever locked: a lock per username would let anyone lock
+    # out any worker, and a lock per address every worker behind one proxy or office NAT.
+    pair_key = f"pair:{username}|{address}"
+    await _refuse_if_locked(pair_key)
     row = await AppUser.select().where(AppUser.username == username).first()
-    if not auth.verify_password(row["password_hash"] if row else None, req.password):
-        failures = await _record_failure(settings, keys)
-        # Slow down guessing before the lock: 0.25 s, 0.5 s, 1 s ... capped at 2 s.
-        if failures >= 2:
-            await asyncio.sleep(min(0.25 * 2 ** (failures - 2), 2.0))
+    # argon2 takes a quarter of a second of CPU: off the event loop, so logins don't stall syncs.
+    stored = row["password_hash"] if row else None
+    if not await asyncio.to_thread(auth.verify_password, stored, req.password):
+        delay = await _record_failure(
+            settings, username, address, pair_key, user_id=str(row["id"]) if row else ""
+        )
+        await asyncio.sleep(delay)
         raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
     assert row is not None
-    await _clear_failures(f"user:{username}")
+    await _clear_failures(pair_key)
     if row["disabled"]:
         raise Forbidden("This account is disabled.", code="user_disabled")
     device_id = _uuid(req.device_id, "device", path="$.device_id")
@@ -359,6 +378,7 @@ async def _issue_tokens(
         role=user["role"],
         device_id=device_id,
         lifetime=lifetime,
+        family_id=str(family_id),
         now=now,
     )
     return TokenPair(
@@ -378,7 +398,8 @@ async def authenticate(settings: Settings, token: str) -> Principal:
     claims = auth.decode_access_token(token, secret=settings.secret_key)
     try:
         user_id, device_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["did"])
-    except (ValueError, TypeError):
+        family_id = uuid.UUID(claims["fam"])
+    except (ValueError, TypeError, AttributeError):
         raise Unauthorized("The access token is not valid.", code="token_invalid") from None
     # Read the live rows every time: revocation and disabling apply on the very next request.
     row = (
@@ -398,6 +419,12 @@ async def authenticate(settings: Settings, token: str) -> Principal:
         raise Unauthorized("This device has been revoked.", code="device_revoked")
     if row["user.disabled"]:
         raise Unauthorized("This account is disabled.", code="user_disabled")
+    # A family with no live refresh token was ended (reuse, password change): so are its tokens.
+    live = await RefreshToken.exists().where(
+        RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_null()
+    )
+    if not live:
+        raise Unauthorized("This session has ended; log in again.", code="token_revoked")
     return Principal(
         user_id=str(user_id),
         username=row["user.username"],
@@ -410,14 +437,11 @@ async def authenticate(settings: Settings, token: str) -> Principal:
 # ---- throttling --------------------------------------------------------------------------------
 
 
-async def _refuse_if_locked(keys: dict[str, int]) -> None:
+async def _refuse_if_locked(pair_key: str) -> None:
     now = _now()
-    rows = await LoginThrottle.select().where(LoginThrottle.key.is_in(list(keys)))
-    until = max(
-        (r["locked_until"] for r in rows if r["locked_until"] and r["locked_until"] > now),
-        default=None,
-    )
-    if until is not None:
+    row = await LoginThrottle.select().where(LoginThrottle.key == pair_key).first()
+    until = row["locked_until"] if row else None
+    if until is not None and until > now:
         wait = max(1, math.ceil((until - now).total_seconds()))
         raise TooManyRequests(
             "Too many failed logins; try again later.",
@@ -427,37 +451,67 @@ async def _refuse_if_locked(keys: dict[str, int]) -> None:
         )
 
 
-async def _record_failure(settings: Settings, keys: dict[str, int]) -> int:
-    """Count a failure under each key; lock a key that reached its limit. Returns the username count."""
+async def _record_failure(
+    settings: Settings, username: str, address: str, pair_key: str, *, user_id: str
+) -> float:
+    """Count a failure per pair, username and address; lock the pair at its limit; audit both.
+    Returns how long to hold the answer back: the username and address counts only slow down."""
     now = _now()
     window = timedelta(seconds=settings.login_lock_seconds)
-    counts = []
+    limit = settings.login_max_failures
     async with transaction():
-        for key, limit in keys.items():
-            row = await LoginThrottle.select().where(LoginThrottle.key == key).first()
-            stale = (
-                row is None
-                or row["last_failure_at"] is None
-                or now - row["last_failure_at"] > window
+        counts = {
+            key: await _count_failure(key, now, window, lock_at=lock_at)
+            for key, lock_at in (
+                (pair_key, limit),
+                (f"user:{username}", None),
+                (f"addr:{address}", None),
             )
-            failures = 1 if stale else row["failures"] + 1  # type: ignore[index]
-            locked_until = now + window if failures >= limit else None
-            if row is None:
-                await LoginThrottle.insert(
-                    LoginThrottle(
-                        key=key, failures=failures, last_failure_at=now, locked_until=locked_until
-                    )
-                )
-            else:
-                await LoginThrottle.update(
-                    {
-                        LoginThrottle.failures: 0 if locked_until else failures,
-                        LoginThrottle.last_failure_at: now,
-                        LoginThrottle.locked_until: locked_until,
-                    }
-                ).where(LoginThrottle.key == key)
-            counts.append(failures)
-    return counts[0]
+        }
+        pair_failures = counts[pair_key]
+        who = {"target_type": "user", "target_id": user_id, "address": address}
+        await audit.record(
+            None,
+            "auth.login_failed",
+            details={"failures": pair_failures},
+            actor_username=username[:64],
+            **who,
+        )
+        if pair_failures >= limit:
+            await audit.record(
+                None,
+                "auth.login_locked",
+                details={"failures": pair_failures, "seconds": settings.login_lock_seconds},
+                actor_username=username[:64],
+                **who,
+            )
+    # 0.25 s, 0.5 s, 1 s ... from the second failure of a username (or the 8th of an address).
+    failures = max(counts[f"user:{username}"], counts[f"addr:{address}"] // ADDRESS_FAILURE_FACTOR)
+    return 0.0 if failures < 2 else min(0.25 * 2 ** (failures - 2), MAX_FAILURE_DELAY_SECONDS)
+
+
+async def _count_failure(key: str, now: datetime, window: timedelta, *, lock_at: int | None) -> int:
+    """One more failure under `key` (counts older than the window start again); returns the count.
+    A key with `lock_at` is locked for the window when its count reaches it."""
+    # Concurrent first failures of one key must not both insert it: create it idempotently,
+    # then hold its row (PostgreSQL; SQLite's write transaction already serialises).
+    await LoginThrottle.insert(LoginThrottle(key=key, failures=0)).on_conflict(action="DO NOTHING")
+    query = LoginThrottle.select().where(LoginThrottle.key == key)
+    if current_engine().engine_type == "postgres":
+        query = query.lock_rows()
+    row = await query.first()
+    assert row is not None
+    last = row["last_failure_at"]
+    failures = 1 if last is None or now - last > window else row["failures"] + 1
+    locked_until = now + window if lock_at is not None and failures >= lock_at else None
+    await LoginThrottle.update(
+        {
+            LoginThrottle.failures: 0 if locked_until else failures,
+            LoginThrottle.last_failure_at: now,
+            LoginThrottle.locked_until: locked_until,
+        }
+    ).where(LoginThrottle.key == key)
+    return failures
 
 
 async def _clear_failures(key: str) -> None:

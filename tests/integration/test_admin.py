@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
-from server.db.tables import AuditLog
+from server.db.tables import AppUser, AuditLog
 from tests.conftest import Backend
-from tests.helpers import PASSWORD, Api, assert_problem, unique
+from tests.helpers import PASSWORD, Api, assert_problem, login, unique
 
 pytestmark = pytest.mark.db
 
@@ -179,3 +181,53 @@ async def test_openapi_schema_served(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
     assert "/api/v1/auth/login" in schema["paths"] and "/api/v1/wards" in schema["paths"]
     assert (await client.get("/schema")).status_code == 200
+
+
+async def test_the_last_active_admin_cannot_be_demoted_or_disabled(api: Api, db: Backend) -> None:
+    first, second = await api.create_user("admin", ["*"]), await api.create_user("admin", ["*"])
+    a = await login(api.http, first["username"], PASSWORD)
+    b = await login(api.http, second["username"], PASSWORD)
+    others = [
+        row["id"]
+        for row in await AppUser.select(AppUser.id).where(
+            AppUser.role == "admin",
+            AppUser.disabled.eq(False),
+            AppUser.id.not_in([first["id"], second["id"]]),
+        )
+    ]
+    # Leave exactly two active admins (the other tests' admins are put back afterwards).
+    await AppUser.update({AppUser.disabled: True}).where(AppUser.id.is_in(others))
+    try:
+        # Each demotes the other at the same moment: exactly one may win.
+        answers = await asyncio.gather(
+            api.http.patch(
+                f"/api/v1/users/{second['id']}", json={"role": "supervisor"}, headers=a.headers
+            ),
+            api.http.patch(
+                f"/api/v1/users/{first['id']}", json={"role": "supervisor"}, headers=b.headers
+            ),
+        )
+        assert sorted(r.status_code for r in answers)[0] == 200, [r.text for r in answers]
+        loser = max(answers, key=lambda r: r.status_code)
+        # The loser is refused by the check, or already demoted when its request is authenticated.
+        assert (loser.status_code, loser.json()["code"]) in {
+            (409, "last_admin"),
+            (403, "role_forbidden"),
+        }, loser.text
+        survivor = a if answers[0].status_code == 200 else b
+        survivor_id = survivor.user["id"]
+        for change in ({"role": "viewer"}, {"role": "supervisor", "full_name": "Lan"}):
+            assert_problem(
+                await api.http.patch(
+                    f"/api/v1/users/{survivor_id}", json=change, headers=survivor.headers
+                ),
+                409,
+                "last_admin",
+            )
+        assert (
+            await AppUser.count().where(AppUser.role == "admin", AppUser.disabled.eq(False))
+        ) == 1
+        still = await api.http.get("/api/v1/users", headers=survivor.headers)
+        assert still.status_code == 200
+    finally:
+        await AppUser.update({AppUser.disabled: False}).where(AppUser.id.is_in(others))

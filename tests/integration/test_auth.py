@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 import pytest
+from litestar import Litestar
 
+from server.app import create_app
 from server.auth import ALGORITHM, AUDIENCE, ISSUER, issue_access_token
-from tests.conftest import Backend
+from server.db.tables import AuditLog
+from tests.conftest import Backend, make_settings
 from tests.helpers import PASSWORD, Api, assert_problem, login, new_device_id
 
 pytestmark = pytest.mark.db
@@ -220,6 +226,25 @@ async def test_refresh_rotates_and_reuse_kills_the_family(api: Api) -> None:
     ).status_code == 200
 
 
+async def test_refresh_reuse_also_ends_the_familys_access_tokens(api: Api) -> None:
+    worker = await api.user_session()
+    other = await login(api.http, worker.user["username"], PASSWORD)  # another tablet's session
+    rotated = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}
+    )
+    new_access = {"Authorization": f"Bearer {rotated.json()['access_token']}"}
+    assert (await api.http.get("/api/v1/wards", headers=new_access)).status_code == 200
+    reuse = await api.http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": worker.refresh_token}
+    )
+    assert_problem(reuse, 401, "refresh_reused")
+    # Both access tokens of the ended family are refused at once, not when they expire.
+    for headers in (worker.headers, new_access):
+        assert_problem(await api.http.get("/api/v1/wards", headers=headers), 401, "token_revoked")
+    # Another session of the same user is a different family and goes on working.
+    assert (await api.http.get("/api/v1/wards", headers=other.headers)).status_code == 200
+
+
 async def test_garbage_refresh_token(client: httpx.AsyncClient) -> None:
     assert_problem(
         await client.post("/api/v1/auth/refresh", json={"refresh_token": "garbage"}),
@@ -228,39 +253,126 @@ async def test_garbage_refresh_token(client: httpx.AsyncClient) -> None:
     )
 
 
-async def test_login_throttling_locks_without_revealing_existence(db: Backend) -> None:
-    limit = db.settings.login_max_failures
+def _from(app: Litestar, address: str) -> httpx.AsyncClient:
+    """A client whose requests arrive from `address` (the TCP peer the server sees)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://fieldsync.test")
 
-    async def attempts(username: str) -> list[httpx.Response]:
-        address = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
-        transport = httpx.ASGITransport(app=db.app, client=(address, 1234))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            body = {
-                "username": username,
-                "password": "wrong-password",
-                "device_id": new_device_id(),
-            }
-            return [await http.post("/api/v1/auth/login", json=body) for _ in range(limit + 1)]
 
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=db.app), base_url="http://t"
-    ) as http:
-        existing = (await Api.as_admin(http, db.settings)).admin
-        api = Api(http, db.settings, existing)
-        user = await api.create_user()
-    for name in (user["username"], "ghost-" + uuid.uuid4().hex[:8]):
-        responses = await attempts(name)
-        assert [r.status_code for r in responses[:limit]] == [401] * limit
-        locked = assert_problem(responses[limit], 429, "login_throttled")
-        assert int(responses[limit].headers["Retry-After"]) > 0 and locked["retry_after"] > 0
-    # Even the right password is refused while the username is locked.
-    transport = httpx.ASGITransport(app=db.app, client=("198.51.100.7", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        right = await http.post(
-            "/api/v1/auth/login",
-            json={"username": user["username"], "password": PASSWORD, "device_id": new_device_id()},
+async def _login(
+    http: httpx.AsyncClient, username: str, password: str, forwarded_for: str | None = None
+) -> httpx.Response:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    body = {"username": username, "password": password, "device_id": new_device_id()}
+    return await http.post("/api/v1/auth/login", json=body, headers=headers)
+
+
+def _app_with(db: Backend, tmp_path: Path, **env: str) -> Litestar:
+    """The same database and blob store, served with other settings."""
+    return create_app(
+        make_settings(tmp_path, db.url, **env), engine=db.engine, blob_store=db.app.state.blob_store
+    )
+
+
+async def _audit(username: str) -> list[dict[str, Any]]:
+    return list(
+        await AuditLog.select()
+        .where(AuditLog.actor_username == username, AuditLog.action.like("auth.login%"))
+        .order_by(AuditLog.id)
+    )
+
+
+async def test_login_lock_is_per_username_and_address(
+    api: Api, db: Backend, tmp_path: Path
+) -> None:
+    limit = 3
+    app = _app_with(db, tmp_path, FIELDSYNC_LOGIN_MAX_FAILURES=str(limit))
+    user = await api.create_user()
+    username = user["username"]
+    attacker = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
+    async with _from(app, attacker) as http:
+        for name in (username, "ghost-" + uuid.uuid4().hex[:8]):
+            answers = [await _login(http, name, "wrong-password") for _ in range(limit + 1)]
+            assert [r.status_code for r in answers[:limit]] == [401] * limit
+            # A username that does not exist locks the same way: the lock reveals nothing.
+            locked = assert_problem(answers[limit], 429, "login_throttled")
+            assert int(answers[limit].headers["Retry-After"]) > 0 and locked["retry_after"] > 0
+        # Even the right password is refused from the locked address...
+        assert_problem(await _login(http, username, PASSWORD), 429, "login_throttled")
+    # ...but the worker, from their own tablet, is not locked out by someone else's guesses.
+    async with _from(app, "198.51.100.7") as http:
+        assert (await _login(http, username, PASSWORD)).status_code == 200
+    entries = await _audit(username)
+    assert [e["action"] for e in entries] == [
+        *["auth.login_failed"] * limit,
+        "auth.login_locked",
+        "auth.login",
+    ]
+    assert [e["address"] for e in entries] == [attacker] * (limit + 1) + ["198.51.100.7"]
+    assert all(e["target_id"] == user["id"] for e in entries[:-1])
+    assert "wrong-password" not in str(entries) and PASSWORD not in str(entries)
+
+
+async def test_failures_from_one_address_lock_no_one_else_there(
+    api: Api, db: Backend, tmp_path: Path
+) -> None:
+    """Behind a reverse proxy or an office NAT every worker shares one address."""
+    app = _app_with(db, tmp_path, FIELDSYNC_LOGIN_MAX_FAILURES="2")
+    user = await api.create_user()
+    shared = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+    async with _from(app, shared) as http:
+        # The old per-address limit (2 x 4), spread over names so that no pair locks.
+        for _ in range(8):
+            r = await _login(http, f"ghost-{uuid.uuid4().hex[:8]}", "wrong-password")
+            assert r.status_code == 401
+        assert (await _login(http, user["username"], PASSWORD)).status_code == 200
+
+
+async def test_concurrent_failures_are_each_counted(api: Api, db: Backend, tmp_path: Path) -> None:
+    app = _app_with(db, tmp_path, FIELDSYNC_LOGIN_MAX_FAILURES="3")
+    user = await api.create_user()
+    async with _from(app, f"198.18.0.{uuid.uuid4().int % 250 + 1}") as http:
+        guesses = await asyncio.gather(
+            *(_login(http, user["username"], f"guess-{i}") for i in range(3))
         )
-    assert_problem(right, 429, "login_throttled")
+        assert [r.status_code for r in guesses] == [401] * 3, [r.text for r in guesses]
+        assert_problem(await _login(http, user["username"], PASSWORD), 429, "login_throttled")
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    api: Api, db: Backend, tmp_path: Path
+) -> None:
+    app = _app_with(
+        db, tmp_path, FIELDSYNC_TRUSTED_PROXIES="10.77.0.0/16", FIELDSYNC_LOGIN_MAX_FAILURES="2"
+    )
+    user = await api.create_user()
+    username = user["username"]
+    async with _from(app, "10.77.3.4") as proxy:
+        for _ in range(2):
+            r = await _login(proxy, username, "wrong-password", forwarded_for="203.0.113.5")
+            assert r.status_code == 401
+        # The lock is on the client behind the proxy, not on the proxy itself.
+        locked = await _login(proxy, username, PASSWORD, forwarded_for="203.0.113.5")
+        assert_problem(locked, 429, "login_throttled")
+        ok = await _login(proxy, username, PASSWORD, forwarded_for="203.0.113.6")
+        assert ok.status_code == 200
+    # An untrusted peer cannot choose its address: a new forged header per guess does not help.
+    async with _from(app, "10.78.0.9") as forger:
+        for i in range(2):
+            r = await _login(forger, username, "wrong-password", forwarded_for=f"198.51.100.{i}")
+            assert r.status_code == 401
+        refused = await _login(forger, username, PASSWORD, forwarded_for="198.51.100.99")
+        assert_problem(refused, 429, "login_throttled")
+    addresses = [(e["action"], e["address"]) for e in await _audit(username)]
+    assert addresses == [
+        ("auth.login_failed", "203.0.113.5"),
+        ("auth.login_failed", "203.0.113.5"),
+        ("auth.login_locked", "203.0.113.5"),
+        ("auth.login", "203.0.113.6"),
+        ("auth.login_failed", "10.78.0.9"),
+        ("auth.login_failed", "10.78.0.9"),
+        ("auth.login_locked", "10.78.0.9"),
+    ]
 
 
 async def test_shared_tablet_changes_hands(api: Api) -> None:

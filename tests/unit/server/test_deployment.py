@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
-from server.settings import load_settings, variable_names
+from server.settings import SettingsError, load_settings, variable_names
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -53,14 +54,19 @@ def test_every_interpolated_variable_is_in_env_example() -> None:
 
 
 def test_compose_environment_parses_into_settings(tmp_path: Path) -> None:
-    """The server's environment, with .env.example substituted, is a valid configuration."""
+    """The server's environment, with .env.example substituted, is a valid configuration, which
+    production refuses until its placeholder secrets are changed."""
     values = _dotenv()
     env = {
         k: re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], str(v))
         for k, v in _compose()["services"]["server"]["environment"].items()
     }
     env["FIELDSYNC_DATA_DIR"] = str(tmp_path)
-    settings = load_settings(env)
+    with pytest.raises(
+        SettingsError, match=r"^FIELDSYNC_SECRET_KEY: is the \.env\.example placeholder"
+    ):
+        load_settings(env)
+    settings = load_settings({**env, "FIELDSYNC_ENV": "development"})
     assert settings.is_postgres and settings.blob_store == "s3://fieldsync"
     assert (
         settings.s3_endpoint == "minio:9000"

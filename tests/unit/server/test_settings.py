@@ -125,3 +125,71 @@ def test_attachment_variables_are_known() -> None:
         "FIELDSYNC_BLOB_URL_TTL_SECONDS",
         "FIELDSYNC_MAX_ACTIVE_UPLOADS_PER_USER",
     } <= set(variable_names())
+
+
+EXAMPLE_SECRET_KEY = "change-me-to-at-least-32-random-characters-000"  # .env.example's placeholder
+STRONG_SECRET_KEY = "q8Zr2LbT0vXy5NcW7mHk3JdP9sFa1GeU4oRi6QlVwYtBn"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FIELDSYNC_SECRET_KEY", EXAMPLE_SECRET_KEY),
+        ("FIELDSYNC_SECRET_KEY", "x" * 64),
+        ("FIELDSYNC_SECRET_KEY", "test-secret-key-" + "x" * 32),
+        ("FIELDSYNC_SECRET_KEY", "ab" * 32),
+        ("FIELDSYNC_ADMIN_PASSWORD", "change-me-admin"),
+        ("FIELDSYNC_ADMIN_PASSWORD", "admin"),
+        ("FIELDSYNC_S3_SECRET_KEY", "change-me-minio-secret"),
+        ("FIELDSYNC_DATABASE_URL", "postgresql://fieldsync:change-me-postgres@db:5432/fieldsync"),
+    ],
+)
+def test_placeholder_and_weak_secrets_stop_production_start_up(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    env = {
+        "FIELDSYNC_DATA_DIR": str(tmp_path),
+        "FIELDSYNC_SECRET_KEY": STRONG_SECRET_KEY,
+        "FIELDSYNC_BLOB_STORE": "s3://fieldsync",
+        "FIELDSYNC_S3_ENDPOINT": "minio:9000",
+        "FIELDSYNC_S3_ACCESS_KEY": "fieldsync",
+        "FIELDSYNC_S3_SECRET_KEY": "a-real-minio-secret",
+        variable: value,
+    }
+    with pytest.raises(SettingsError) as refused:
+        load_settings(env)
+    message = str(refused.value)
+    assert message.startswith(variable + ":") and "\n" not in message
+    assert (
+        value not in message
+    )  # the line may end up in a log: it names the variable, not the secret
+    # A developer's machine may keep them.
+    assert load_settings({**env, "FIELDSYNC_ENV": "development"}).env == "development"
+
+
+def test_strong_and_generated_secret_keys_start_production(tmp_path: Path) -> None:
+    explicit = load_settings(
+        {"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_SECRET_KEY": STRONG_SECRET_KEY}
+    )
+    assert explicit.env == "production" and explicit.secret_key == STRONG_SECRET_KEY
+    hex_key = "8df93df9760fb73a855dbd633a78594b"  # `openssl rand -hex 16`
+    assert load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_SECRET_KEY": hex_key})
+    # `make run` on a fresh machine: nothing set, the key and the admin password are generated.
+    generated = load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path / "fresh")})
+    assert generated.env == "production" and len(generated.secret_key) >= 32
+
+
+def test_env_accepts_only_production_or_development(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"^FIELDSYNC_ENV: "):
+        load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_ENV": "staging"})
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
+    base = {"FIELDSYNC_DATA_DIR": str(tmp_path)}
+    assert load_settings(base).trusted_proxy_list == []  # none: X-Forwarded-For is never believed
+    listed = load_settings(
+        {**base, "FIELDSYNC_TRUSTED_PROXIES": "10.0.0.5, 172.16.0.0/12,fd00::/8"}
+    )
+    assert listed.trusted_proxy_list == ["10.0.0.5/32", "172.16.0.0/12", "fd00::/8"]
+    with pytest.raises(SettingsError, match=r"^FIELDSYNC_TRUSTED_PROXIES: 'proxy\.local' is not"):
+        load_settings({**base, "FIELDSYNC_TRUSTED_PROXIES": "10.0.0.5,proxy.local"})
