@@ -39,6 +39,7 @@ import re
 import secrets
 import struct
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -316,23 +317,46 @@ class _Flight:
 
 
 @dataclass
+class _UploadLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # requests holding or waiting for it
+
+
+@dataclass
 class UploadRuntime:
-    """Per app instance: a lock per upload and the uploads with state in this process."""
+    """Per app instance: a lock per upload in use and the uploads with state in this process.
+
+    Both maps hold only what is in use: a lock lives while a request holds or waits for it, and
+    an upload's state goes when it completes, fails, is deleted or expires (`prune`)."""
 
     expiry: timedelta = timedelta(hours=24)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    locks: dict[str, _UploadLock] = field(default_factory=dict)
     live: dict[str, _Live] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadRuntime:
         return cls(expiry=settings.upload_expiry)
 
-    def lock(self, upload_id: str) -> asyncio.Lock:
-        return self.locks.setdefault(upload_id, asyncio.Lock())
+    @asynccontextmanager
+    async def lock(self, upload_id: str) -> AsyncIterator[None]:
+        entry = self.locks.setdefault(upload_id, _UploadLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self.locks[upload_id]
 
     def forget(self, upload_id: str) -> None:
         self.live.pop(upload_id, None)
-        self.locks.pop(upload_id, None)
+
+    def prune(self, now: datetime) -> None:
+        """Drop the state of uploads abandoned past their expiry (none of their parts in flight)."""
+        for upload_id, live in list(self.live.items()):
+            if live.expires_at <= now and not live.flights and upload_id not in self.locks:
+                del self.live[upload_id]
 
     async def settle(self, upload_id: str) -> None:
         """Let the upload's parts in flight land; after a failure the row alone says the state."""
@@ -502,16 +526,20 @@ async def get_upload(
 ) -> UploadView:
     # Waits for a PATCH in flight (one cut mid-body still commits what arrived) and for its parts
     # in flight, so the offset a resuming client reads is durable and its next PATCH's.
+    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
     async with runtime.lock(upload_id):
-        await _owned_row(principal, upload_id)
         await runtime.settle(upload_id)
         row = await _usable_row(principal, upload_id, store, runtime)
     return _view(row)
 
 
-async def _owned_row(principal: Principal, upload_id: str) -> dict[str, Any]:
+async def _owned_row(
+    principal: Principal, upload_id: str, runtime: UploadRuntime | None = None
+) -> dict[str, Any]:
     row = await Upload.select().where(Upload.id == upload_id).first().run()
     if row is None or row["user_id"] != principal.user_id:
+        if row is None and runtime is not None:
+            runtime.forget(upload_id)  # removed by another process (DELETE, gc-blobs)
         raise NotFound("There is no such upload.", code="upload_not_found")
     return row
 
@@ -524,7 +552,7 @@ async def _usable_row(
     row: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The caller's upload, unless it expired (its staged parts are removed now) or failed."""
-    row = row or await _owned_row(principal, upload_id)
+    row = row or await _owned_row(principal, upload_id, runtime)
     if row["state"] == "active" and row["expires_at"] <= _now():
         await _discard(row, store, runtime, state="expired", failure="upload_expired")
         row["state"] = "expired"
@@ -563,14 +591,14 @@ async def _discard(
 async def terminate(
     principal: Principal, upload_id: str, *, store: BlobStore, runtime: UploadRuntime
 ) -> None:
+    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
     async with runtime.lock(upload_id):
-        await _owned_row(principal, upload_id)
         await runtime.settle(upload_id)
-        row = await _owned_row(principal, upload_id)
+        row = await _owned_row(principal, upload_id, runtime)
         if row["staging"]:
             await store.discard_staged(row["staging"])
         await Upload.delete().where(Upload.id == upload_id).run()
-    runtime.forget(upload_id)
+        runtime.forget(upload_id)
 
 
 async def append(
@@ -584,15 +612,16 @@ async def append(
     runtime: UploadRuntime,
 ) -> UploadView:
     """Stage a PATCH body at `offset`; complete and verify the upload when its last byte arrives."""
+    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
     async with runtime.lock(upload_id):
-        row = await _owned_row(principal, upload_id)
+        row = await _owned_row(principal, upload_id, runtime)
         live = runtime.live.get(upload_id)
         if live is not None and not (
             offset == live.accepted and row["staging"] == live.handle and row["state"] == "active"
         ):
             # Not the continuation this process expects: what the row says, once parts landed.
             await runtime.settle(upload_id)
-            row = await _owned_row(principal, upload_id)
+            row = await _owned_row(principal, upload_id, runtime)
             live = runtime.live.get(upload_id)
             if live is not None and live.committed.received != row["received"]:
                 runtime.live.pop(upload_id)  # another process moved it on
@@ -692,6 +721,7 @@ async def _live_from_row(row: dict[str, Any], store: BlobStore, runtime: UploadR
         sniffed_type=committed.sniffed_type,
         expires_at=row["expires_at"],
     )
+    runtime.prune(_now())
     runtime.live[upload_id] = live
     return live
 
