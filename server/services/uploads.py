@@ -61,6 +61,7 @@ from server.errors import (
 from server.services.blobs import (
     SNIFF_BYTES,
     normalize_content_type,
+    readable_blobs,
     record_blob,
     sniff_content_type,
 )
@@ -445,7 +446,8 @@ async def create_upload(
     runtime: UploadRuntime,
     store: BlobStore,
 ) -> UploadView:
-    """Check the limits before any byte is stored; a hash already stored completes at once."""
+    """Check the limits before any byte is stored; a hash the caller may already read completes
+    at once (anyone else proves they hold the file by sending its bytes)."""
     sha256 = metadata.get("sha256", "").strip().lower()
     if not _SHA256_HEX.fullmatch(sha256):
         raise BadRequest(
@@ -482,7 +484,11 @@ async def create_upload(
         "expires_at": now + runtime.expiry,
     }
     existing = await Blob.select(Blob.size).where(Blob.sha256 == sha256).first().run()
-    if existing is not None and existing["size"] == length:
+    if (
+        existing is not None
+        and existing["size"] == length
+        and sha256 in await readable_blobs(principal, [sha256])
+    ):
         row.update(state="done", received=length)  # dedupe: the bytes are already verified
     async with transaction():
         if row["state"] == "active":
@@ -638,7 +644,7 @@ async def append(
             return _view(row)
         # Another device may have finished the same file meanwhile: asked while the body arrives
         # (the client sends it anyway); if so, what this PATCH staged is dropped at its end.
-        stored = asyncio.create_task(_already_stored(row))
+        stored = asyncio.create_task(_already_readable(principal, row))
         try:
             if live is None:
                 live = await _live_from_row(row, store, runtime)
@@ -653,13 +659,14 @@ async def append(
             raise
 
 
-async def _already_stored(row: Mapping[str, Any]) -> bool:
-    """Another device finished the same file meanwhile: nothing more needs to be sent."""
+async def _already_readable(principal: Principal, row: Mapping[str, Any]) -> bool:
+    """Another device finished the same file meanwhile, and this caller may read it: nothing
+    more needs to be sent. (Who may not read it still proves possession with the bytes.)"""
     return (
         await Blob.exists()
         .where((Blob.sha256 == row["sha256"]) & (Blob.size == row["upload_length"]))
         .run()
-    )
+    ) and row["sha256"] in await readable_blobs(principal, [row["sha256"]])
 
 
 async def _finish_deduplicated(
@@ -935,13 +942,25 @@ class _Patch:
             raise failure
         parts = [*live.committed.parts, *self.staged]
         sha256 = row["sha256"]
+        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        if digest is None and await Blob.exists().where(Blob.sha256 == sha256).run():
+            # The store keeps a stored blob without reading the staged bytes back, so without
+            # our own digest these bytes would prove nothing: start again with a hash.
+            await _discard(row, store, self.runtime, state="failed", failure="upload_cannot_resume")
+            raise Gone(
+                "This upload cannot be resumed on this server; start a new one.",
+                code="upload_cannot_resume",
+            )
         try:
+            if digest is not None and digest != sha256:
+                # Checked here too: a store that already holds the blob does not look at them.
+                raise BlobHashMismatch(f"content hashes to {digest}, declared {sha256}")
             info = await store.publish_staged(
                 live.handle,
                 parts,
                 sha256=sha256,
                 content_type=row["content_type"],
-                digest=self.hasher.hexdigest() if self.hasher is not None else None,
+                digest=digest,
             )
         except BlobHashMismatch:
             await _discard(row, store, self.runtime, state="failed", failure="blob_hash_mismatch")
