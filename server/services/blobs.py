@@ -118,8 +118,9 @@ async def missing_blobs(
     """The hashes (in the order given, once each) this caller must still upload: not stored, or
     stored but not readable by them.
 
-    `referenced`: the caller's submissions reference these (push). Those they may read make them
-    a holder, so their references grant them to their wards too; the others wait for the bytes.
+    `referenced`: the caller's submissions reference these (push, or an upload for one). Those
+    they may read make them a holder, so their references grant them to their wards too; the
+    others wait for the bytes.
     """
     wanted = list(dict.fromkeys(sha256s))
     if not wanted:

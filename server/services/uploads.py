@@ -60,8 +60,8 @@ from server.errors import (
 )
 from server.services.blobs import (
     SNIFF_BYTES,
+    missing_blobs,
     normalize_content_type,
-    readable_blobs,
     record_blob,
     sniff_content_type,
 )
@@ -447,7 +447,8 @@ async def create_upload(
     store: BlobStore,
 ) -> UploadView:
     """Check the limits before any byte is stored; a hash the caller may already read completes
-    at once (anyone else proves they hold the file by sending its bytes)."""
+    at once, as their push would, making them a holder (anyone else proves they hold the file
+    by sending its bytes)."""
     sha256 = metadata.get("sha256", "").strip().lower()
     if not _SHA256_HEX.fullmatch(sha256):
         raise BadRequest(
@@ -487,7 +488,7 @@ async def create_upload(
     if (
         existing is not None
         and existing["size"] == length
-        and sha256 in await readable_blobs(principal, [sha256])
+        and not await missing_blobs(principal, [sha256], referenced=True)
     ):
         row.update(state="done", received=length)  # dedupe: the bytes are already verified
     async with transaction():
@@ -666,7 +667,7 @@ async def _already_readable(principal: Principal, row: Mapping[str, Any]) -> boo
         await Blob.exists()
         .where((Blob.sha256 == row["sha256"]) & (Blob.size == row["upload_length"]))
         .run()
-    ) and row["sha256"] in await readable_blobs(principal, [row["sha256"]])
+    ) and not await missing_blobs(principal, [row["sha256"]], referenced=True)
 
 
 async def _finish_deduplicated(

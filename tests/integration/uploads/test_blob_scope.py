@@ -156,3 +156,26 @@ async def test_s3_bytes_sent_for_a_stored_blob_leave_it_as_it_was(
     assert await staging_left(s3_store, location, sha256s=(sha,)) == []
     readable = await s3_http.get(f"/api/v1/blobs/{sha}", headers=guesser.headers)
     assert readable.status_code == 307
+
+
+async def test_a_file_a_colleague_sent_meanwhile_completes_the_upload_and_counts(
+    api: Api,
+) -> None:
+    # Pushed before anyone had the file; a colleague of the same ward then sends it. The pusher
+    # may read it now, so their upload completes at once and their reference counts as received.
+    pusher, colleague = await inspector(api, HOAN_KIEM), await inspector(api, HOAN_KIEM)
+    supervisor = await api.user_session("supervisor", [HOAN_KIEM])
+    data = png(20_000)
+    op = pusher.inspection(HOAN_KIEM, attachments=[attachment(data)])
+    assert (await pushed(pusher, op))["missing_blobs"] == [sha256_hex(data)]
+    await Tus(api.http, colleague.headers).upload(data)
+    assert (
+        await pushed(colleague, colleague.inspection(HOAN_KIEM, attachments=[attachment(data)]))
+    )["missing_blobs"] == []
+
+    created = await Tus(api.http, pusher.headers).create(len(data), sha256_hex(data))
+
+    assert created.headers["upload-offset"] == str(len(data))
+    status_url = f"/api/v1/submissions/{op['submission']['instance_id']}/attachments"
+    status = (await api.http.get(status_url, headers=supervisor.headers)).json()
+    assert status == {"expected": 1, "received": 1, "missing": []}
