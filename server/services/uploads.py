@@ -77,6 +77,7 @@ CHECKSUM_ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 MAX_PARTS_IN_FLIGHT = 3
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class ChecksumMismatch(DomainError):
@@ -467,6 +468,12 @@ async def create_upload(
             f"The file has {length} bytes; the most an attachment may have is "
             f"{settings.max_upload_bytes}.",
             code="upload_too_large",
+        )
+    if length == 0 and sha256 != _EMPTY_SHA256:
+        # Refused before the row exists: a failed empty upload must not hold a slot for a day.
+        raise Unprocessable(
+            f"An empty file hashes to {_EMPTY_SHA256}, not the declared SHA-256.",
+            code="blob_hash_mismatch",
         )
     filename = (metadata.get("filename") or metadata.get("name") or "")[:255]
     now = _now()

@@ -415,3 +415,10 @@ async def test_one_long_patch_is_staged_in_bounded_memory(tus: Tus, db: Backend)
     # would be far over.
     assert peak < 40 * MiB, f"peak {peak / MiB:.1f} MiB"
     assert (await blob_row(hasher.hexdigest())) is not None
+
+
+async def test_an_empty_file_with_another_hash_is_refused_and_holds_no_slot(tus: Tus) -> None:
+    refused = await tus.create(0, sha256_hex(b"not empty"))
+
+    assert_problem(refused, 422, "blob_hash_mismatch")
+    assert await Upload.count().where(Upload.sha256 == sha256_hex(b"not empty")) == 0
