@@ -7,7 +7,7 @@ from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.engine import engine_finder
 from piccolo.table import Table
 
-ID = "2026-11-30T03:13:00:000000"
+ID = "2026-11-30T05:00:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "blob_holder: a reference grants read access only if its pusher holds the bytes"
 
