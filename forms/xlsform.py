@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import io
 import re
+import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import openpyxl
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import iterparse
 from openpyxl.utils import get_column_letter
 from pyxform.errors import PyXFormError
 from pyxform.xls2xform import convert
@@ -23,6 +27,15 @@ from forms.spec import language_code, with_hash
 from schemas.forms import Choice, EntityBinding, Field, FieldType, FormSpec, ImportIssue
 
 MAX_ISSUES = 200
+# What an uploaded workbook may unpack to, checked before openpyxl or pyxform parse it (the
+# programme's forms unpack to under 40 KB and span under 3,000 cells): a few thousand questions
+# and tens of thousands of choices fit; a decompression bomb does not.
+MAX_XLSX_UNPACKED_BYTES = 32 * 1024 * 1024
+MAX_XLSX_CELLS = 250_000  # rows x columns a sheet spans, as openpyxl fills it in
+MAX_XLSX_ELEMENTS = 4 * MAX_XLSX_CELLS  # XML elements in all: a cell is two or three
+_UNPACK_CHUNK = 64 * 1024
+_SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_CELL_REF = re.compile(r"([A-Za-z]{1,3})(\d+)")
 
 # XLSForm/pyxform type → spec type; anything else is imported as text with a warning.
 _TYPE_MAP: dict[str, FieldType] = {
@@ -98,6 +111,12 @@ class FormImportError(Exception):
         self.issues = issues[:MAX_ISSUES]
         summary = "; ".join(_describe(issue) for issue in self.issues[:3])
         super().__init__(f"The form cannot be imported: {summary}")
+
+
+class FormTooLarge(FormImportError):
+    """The workbook unpacks to more bytes or cells than a form has (a decompression bomb)."""
+
+    code = "xlsform_too_large"
 
 
 def _describe(issue: ImportIssue) -> str:
@@ -201,6 +220,7 @@ def _read_workbook(data: bytes) -> dict[str, _Sheet]:
     )
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise FormImportError([not_xlsx])
+    _check_unpacked_size(data, not_xlsx)
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as error:  # openpyxl raises many types for a damaged archive
@@ -227,6 +247,99 @@ def _read_workbook(data: bytes) -> dict[str, _Sheet]:
     finally:
         workbook.close()
     return sheets
+
+
+def _too_large(message: str) -> FormTooLarge:
+    return FormTooLarge([ImportIssue(sheet="", message=message)])
+
+
+@dataclass
+class _Budget:
+    """What is left for the whole archive: bytes unpacked, and XML elements read."""
+
+    unpacked_bytes: int = MAX_XLSX_UNPACKED_BYTES
+    elements: int = MAX_XLSX_ELEMENTS
+
+
+class _Unpacked:
+    """Reads a zip member, counting the bytes as they are decompressed (the sizes a zip
+    declares may lie)."""
+
+    def __init__(self, member: IO[bytes], budget: _Budget) -> None:
+        self._member, self._budget = member, budget
+
+    def read(self, size: int = _UNPACK_CHUNK) -> bytes:
+        chunk = self._member.read(min(size, _UNPACK_CHUNK) if size > 0 else _UNPACK_CHUNK)
+        self._budget.unpacked_bytes -= len(chunk)
+        if self._budget.unpacked_bytes < 0:
+            mib = MAX_XLSX_UNPACKED_BYTES // (1024 * 1024)
+            raise _too_large(f"The workbook unpacks to more than {mib} MiB; a form is far smaller.")
+        return chunk
+
+
+def _check_unpacked_size(data: bytes, not_xlsx: ImportIssue) -> None:
+    """Unpack every member once before anything parses it: at most MAX_XLSX_UNPACKED_BYTES in
+    all, and no sheet spanning more than MAX_XLSX_CELLS."""
+    budget = _Budget()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    unpacked = _Unpacked(member, budget)
+                    try:
+                        _check_sheet_span(unpacked, info.filename, budget)
+                    except (ET.ParseError, DefusedXmlException):
+                        pass  # not XML (or not safe XML): openpyxl refuses it if it is a sheet
+                    while unpacked.read():
+                        pass
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError):
+        raise FormImportError([not_xlsx]) from None
+
+
+def _column_number(letters: str) -> int:
+    number = 0
+    for letter in letters.upper():
+        number = number * 26 + ord(letter) - ord("A") + 1
+    return number
+
+
+def _check_sheet_span(unpacked: _Unpacked, name: str, budget: _Budget) -> None:
+    """Any worksheet XML (wherever the workbook keeps it): the rows x columns it spans, from its
+    dimension and cell references, as openpyxl pads every row to the widest one. Elements are
+    dropped once read, so memory stays flat whatever the file holds."""
+    max_row = max_col = row = col = 0
+    open_elements: list[ET.Element] = []
+    for event, element in iterparse(unpacked, events=("start", "end")):
+        if event == "end":
+            open_elements.pop()
+            if open_elements:
+                open_elements[-1].clear()  # its finished children are not needed
+            continue
+        open_elements.append(element)
+        budget.elements -= 1
+        if budget.elements < 0:
+            raise _too_large(f"The workbook holds more than {MAX_XLSX_ELEMENTS} XML elements.")
+        tag = element.tag
+        if tag == f"{_SHEET_NS}dimension":
+            last = _CELL_REF.fullmatch(element.get("ref", "").rsplit(":", 1)[-1])
+            if last:
+                max_col = max(max_col, _column_number(last[1]))
+                max_row = max(max_row, int(last[2]))
+        elif tag == f"{_SHEET_NS}row":
+            number = element.get("r", "")
+            row = int(number) if number.isdigit() else row + 1
+            col = 0
+        elif tag == f"{_SHEET_NS}c":
+            ref = _CELL_REF.fullmatch(element.get("r", ""))
+            col = _column_number(ref[1]) if ref else col + 1
+        else:
+            continue
+        max_row, max_col = max(max_row, row), max(max_col, col)
+        if max_row * max_col > MAX_XLSX_CELLS:
+            raise _too_large(
+                f"The worksheet {name} spans more than {MAX_XLSX_CELLS} cells "
+                "(rows x columns); a form is far smaller."
+            )
 
 
 def _letter(sheet: _Sheet, header: str) -> str | None:

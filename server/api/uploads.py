@@ -217,7 +217,7 @@ class BlobController(Controller):
     async def check(
         self, principal: NamedDependency[Principal], data: JSONBody[BlobCheck]
     ) -> BlobCheckResult:
-        return BlobCheckResult(missing=await blobs.missing_blobs(data.sha256))
+        return BlobCheckResult(missing=await blobs.missing_blobs(principal, data.sha256))
 
     @get("/{sha256:str}", summary="Download an attachment (307 to S3, or streamed with Range)")
     async def download(

@@ -39,4 +39,15 @@ class Upload(Table, tablename="upload"):
     expires_at = Timestamptz(index=True)
 
 
-BLOB_TABLES: list[type[Table]] = [Blob, Upload]
+class BlobHolder(Table, tablename="blob_holder"):
+    """A user who has shown they hold a blob's bytes: they sent them (a verified upload), or they
+    could read the blob when their submission referenced it. A submission's reference grants its
+    ward read access only if its pusher is a holder, so knowing a hash grants nothing."""
+
+    key = Varchar(length=101, primary_key=True)  # "<sha256>:<user_id>"
+    sha256 = Varchar(length=64, index=True)
+    user_id = Varchar(length=36)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+BLOB_TABLES: list[type[Table]] = [Blob, Upload, BlobHolder]

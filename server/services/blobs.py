@@ -1,8 +1,9 @@
 """Verified blobs: which exist, who may read one, content sniffing, and garbage collection.
 
 The sync core calls `missing_blobs` (push answers `missing_blobs`) and `attachment_status`
-("2 of 3 files received"). A blob is readable through the API only by the first uploader or by a
-caller who may see a submission referencing it (the ward scope of the sync issue).
+("2 of 3 files received"). A hash is never a capability: a blob is readable only by its holders
+(who sent its bytes, see BlobHolder) and by callers who may see a submission whose pusher is a
+holder. Everyone else is told it is missing, and completes an upload only by sending the bytes.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import msgspec
 
 from schemas.blobs import MAX_CHECK_HASHES, AttachmentStatus
 from server.auth import Principal
+from server.db.bulk import insert_rows, placeholders
 from server.db.engine import transaction
-from server.db.tables_blobs import Blob, Upload
-from server.db.tables_sync import SubmissionAttachment
+from server.db.tables_blobs import Blob, BlobHolder, Upload
+from server.db.tables_sync import Submission, SubmissionAttachment
 from server.errors import NotFound
 from server.settings import DEFAULT_ALLOWED_CONTENT_TYPES
 from sync.blobs import BlobStore, validate_key
@@ -35,6 +37,7 @@ __all__ = [
     "collect_garbage",
     "missing_blobs",
     "readable_blob",
+    "readable_blobs",
     "record_blob",
     "sniff_content_type",
 ]
@@ -109,30 +112,94 @@ def content_type_matches(declared: str, head: bytes) -> bool:
     return sniff_content_type(head) == normalize_content_type(declared)
 
 
-async def missing_blobs(sha256s: Iterable[str]) -> list[str]:
-    """The hashes (in the order given, once each) that are not yet stored and verified."""
+async def missing_blobs(
+    principal: Principal, sha256s: Iterable[str], *, referenced: bool = False
+) -> list[str]:
+    """The hashes (in the order given, once each) this caller must still upload: not stored, or
+    stored but not readable by them.
+
+    `referenced`: the caller's submissions reference these (push, or an upload for one). Those
+    they may read make them a holder, so their references grant them to their wards too; the
+    others wait for the bytes.
+    """
     wanted = list(dict.fromkeys(sha256s))
     if not wanted:
         return []
-    present: set[str] = set()
-    for start in range(0, len(wanted), 500):  # bounded IN lists
-        rows = (
-            await Blob.select(Blob.sha256)
-            .where(Blob.sha256.is_in(wanted[start : start + 500]))
-            .run()
+    held = await _held_by(principal.user_id, wanted)
+    granted = await _granted_in_scope(principal, [sha for sha in wanted if sha not in held])
+    if referenced and granted:
+        now = datetime.now(UTC)
+        await insert_rows(
+            BlobHolder,
+            ("key", "sha256", "user_id", "created_at"),
+            [(f"{sha}:{principal.user_id}", sha, principal.user_id, now) for sha in granted],
+            on_conflict="ON CONFLICT DO NOTHING",
         )
-        present.update(row["sha256"] for row in rows)
-    return [sha for sha in wanted if sha not in present]
+    return [sha for sha in wanted if sha not in held and sha not in granted]
+
+
+async def readable_blobs(principal: Principal, sha256s: Iterable[str]) -> set[str]:
+    """Those of the hashes this caller may read."""
+    wanted = list(dict.fromkeys(sha256s))
+    held = await _held_by(principal.user_id, wanted)
+    return held | await _granted_in_scope(principal, [sha for sha in wanted if sha not in held])
+
+
+async def _held_by(user_id: str, sha256s: list[str]) -> set[str]:
+    """Stored blobs among `sha256s` whose bytes `user_id` has shown to hold."""
+    found: set[str] = set()
+    for start in range(0, len(sha256s), 500):  # bounded IN lists
+        chunk = sha256s[start : start + 500]
+        rows = await BlobHolder.raw(
+            "SELECT h.sha256 FROM blob_holder h JOIN blob b ON b.sha256 = h.sha256 "  # noqa: S608
+            f"WHERE h.user_id = {{}} AND h.sha256 IN ({placeholders(len(chunk))})",
+            user_id,
+            *chunk,
+        )
+        found.update(row["sha256"] for row in rows)
+    return found
+
+
+async def _granted_in_scope(principal: Principal, sha256s: list[str]) -> set[str]:
+    """Stored blobs among `sha256s` that an accepted submission in the caller's wards references,
+    pushed by a holder of the blob."""
+    if not sha256s or not (principal.city_wide or principal.wards):
+        return set()
+    wards = [] if principal.city_wide else list(principal.wards)
+    in_wards = f" AND a.ward_code IN ({placeholders(len(wards))})" if wards else ""
+    found: set[str] = set()
+    for start in range(0, len(sha256s), 500):
+        chunk = sha256s[start : start + 500]
+        rows = await SubmissionAttachment.raw(
+            "SELECT DISTINCT a.sha256 FROM submission_attachment a "  # noqa: S608
+            "JOIN submission s ON s.instance_id = a.instance_id AND s.status = 'accepted' "
+            "JOIN blob_holder h ON h.sha256 = a.sha256 AND h.user_id = s.user_id "
+            "JOIN blob b ON b.sha256 = a.sha256 "
+            f"WHERE a.sha256 IN ({placeholders(len(chunk))}){in_wards}",
+            *chunk,
+            *wards,
+        )
+        found.update(row["sha256"] for row in rows)
+    return found
 
 
 async def attachment_status(instance_id: str) -> AttachmentStatus:
+    """A file counts as received once its reference grants read access: the blob is stored and
+    the submission's pusher holds it (sent the bytes, or could read it when pushing)."""
     rows = (
         await SubmissionAttachment.select(SubmissionAttachment.sha256)
         .where(SubmissionAttachment.instance_id == instance_id)
         .run()
     )
     expected = list(dict.fromkeys(row["sha256"] for row in rows))
-    missing = await missing_blobs(expected)
+    pusher = (
+        await Submission.select(Submission.user_id)
+        .where(Submission.instance_id == instance_id, Submission.status == "accepted")
+        .first()
+        .run()
+    )
+    held = await _held_by(pusher["user_id"], expected) if pusher and expected else set()
+    missing = [sha for sha in expected if sha not in held]
     return AttachmentStatus(
         expected=len(expected), received=len(expected) - len(missing), missing=missing
     )
@@ -146,38 +213,29 @@ async def readable_blob(principal: Principal, sha256: str) -> BlobView:
     except ValueError:
         raise hidden from None
     row = await Blob.select().where(Blob.sha256 == sha256).first().run()
-    if row is None:
-        raise hidden
-    if row["first_uploader"] != principal.user_id and not await _referenced_in_scope(
-        principal, sha256
-    ):
+    if row is None or sha256 not in await readable_blobs(principal, [sha256]):
         raise hidden
     return BlobView(sha256=sha256, size=row["size"], content_type=row["content_type"])
 
 
-async def _referenced_in_scope(principal: Principal, sha256: str) -> bool:
-    query = SubmissionAttachment.select(SubmissionAttachment.id).where(
-        SubmissionAttachment.sha256 == sha256
-    )
-    if not principal.city_wide:
-        if not principal.wards:
-            return False
-        query = query.where(SubmissionAttachment.ward_code.is_in(list(principal.wards)))
-    return await query.first().run() is not None
-
-
 async def record_blob(sha256: str, size: int, content_type: str, uploader: str) -> None:
-    """Insert the verified blob's row unless another upload of the same bytes got there first
-    (two devices finishing the same file at once: the database decides, no check-then-insert)."""
-    await Blob.insert(
-        Blob(
-            sha256=sha256,
-            size=size,
-            content_type=content_type,
-            first_uploader=uploader,
-            created_at=datetime.now(UTC),
-        )
-    ).on_conflict(action="DO NOTHING")
+    """Record that `uploader` sent the verified bytes: the blob's row unless another upload of
+    the same bytes got there first (the database decides, no check-then-insert), and the
+    uploader as one of its holders."""
+    now = datetime.now(UTC)
+    async with transaction():
+        await Blob.insert(
+            Blob(
+                sha256=sha256,
+                size=size,
+                content_type=content_type,
+                first_uploader=uploader,
+                created_at=now,
+            )
+        ).on_conflict(action="DO NOTHING")
+        await BlobHolder.insert(
+            BlobHolder(key=f"{sha256}:{uploader}", sha256=sha256, user_id=uploader, created_at=now)
+        ).on_conflict(action="DO NOTHING")
 
 
 async def collect_garbage(
@@ -247,6 +305,7 @@ async def collect_garbage(
             ):
                 continue
             await Blob.delete().where(Blob.sha256 == sha256).run()
+            await BlobHolder.delete().where(BlobHolder.sha256 == sha256).run()
         await store.delete(sha256)
     for row in stale_uploads:
         if row["staging"]:

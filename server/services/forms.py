@@ -5,6 +5,7 @@ Pure work (parsing, diffs, validation) is in `forms/`; this module owns the tran
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime
 from functools import cache
@@ -16,7 +17,7 @@ import msgspec
 from forms.diff import diff_specs, incompatible_type_changes
 from forms.spec import entity_lists, with_hash
 from forms.validation import validate_submission
-from forms.xlsform import FormImportError, ImportedForm, import_form
+from forms.xlsform import FormImportError, FormTooLarge, ImportedForm, import_form
 from schemas.common import ErrorItem
 from schemas.forms import (
     DraftUploaded,
@@ -34,7 +35,7 @@ from server.auth import Principal
 from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
-from server.errors import BadRequest, Conflict, Forbidden, NotFound
+from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from server.services import audit
 from server.services import changes as change_log
 from server.services.entity_lists import forget_role_lists, register_form_lists
@@ -89,7 +90,10 @@ def import_problem(error: FormImportError) -> BadRequest:
 
 async def upload_draft(actor: Principal | None, data: bytes, filename: str) -> DraftUploaded:
     try:
-        imported = import_form(data, filename)
+        # Parsing a large workbook takes seconds of CPU: off the event loop, so requests go on.
+        imported = await asyncio.to_thread(import_form, data, filename)
+    except FormTooLarge as error:
+        raise PayloadTooLarge(str(error), code="xlsform_too_large") from None
     except FormImportError as error:
         raise import_problem(error) from None
     return await save_draft(actor, imported)

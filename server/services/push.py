@@ -113,7 +113,11 @@ class PushContext:
             where="status = 'accepted'",
         )
         self.accepted = {r["instance_id"]: r["content_hash"] for r in rows}
-        self.missing = set(await missing_blobs(a.sha256 for s in subs for a in s.attachments))
+        self.missing = set(
+            await missing_blobs(
+                self.principal, (a.sha256 for s in subs for a in s.attachments), referenced=True
+            )
+        )
         await self.entities.load(change.entity_id for s in subs for change in s.entities)
 
     async def spec(self, form_id: str, version: str) -> FormSpec:
@@ -179,7 +183,9 @@ async def _apply_in_transaction(principal: Principal, request: PushRequest) -> P
             stream, [op.op_seq for op in request.ops if op.op_seq <= last]
         )
         still_missing = set(
-            await missing_blobs(h for r in replayed.values() for h in r.missing_blobs)
+            await missing_blobs(
+                principal, (h for r in replayed.values() for h in r.missing_blobs), referenced=True
+            )
         )
         results: list[OpResult] = []
         applied: list[tuple[Op, OpResult, list[change_log.ChangeRef]]] = []

@@ -39,6 +39,7 @@ import re
 import secrets
 import struct
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +60,7 @@ from server.errors import (
 )
 from server.services.blobs import (
     SNIFF_BYTES,
+    missing_blobs,
     normalize_content_type,
     record_blob,
     sniff_content_type,
@@ -75,6 +77,7 @@ CHECKSUM_ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 MAX_PARTS_IN_FLIGHT = 3
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class ChecksumMismatch(DomainError):
@@ -316,23 +319,46 @@ class _Flight:
 
 
 @dataclass
+class _UploadLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # requests holding or waiting for it
+
+
+@dataclass
 class UploadRuntime:
-    """Per app instance: a lock per upload and the uploads with state in this process."""
+    """Per app instance: a lock per upload in use and the uploads with state in this process.
+
+    Both maps hold only what is in use: a lock lives while a request holds or waits for it, and
+    an upload's state goes when it completes, fails, is deleted or expires (`prune`)."""
 
     expiry: timedelta = timedelta(hours=24)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    locks: dict[str, _UploadLock] = field(default_factory=dict)
     live: dict[str, _Live] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadRuntime:
         return cls(expiry=settings.upload_expiry)
 
-    def lock(self, upload_id: str) -> asyncio.Lock:
-        return self.locks.setdefault(upload_id, asyncio.Lock())
+    @asynccontextmanager
+    async def lock(self, upload_id: str) -> AsyncIterator[None]:
+        entry = self.locks.setdefault(upload_id, _UploadLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self.locks[upload_id]
 
     def forget(self, upload_id: str) -> None:
         self.live.pop(upload_id, None)
-        self.locks.pop(upload_id, None)
+
+    def prune(self, now: datetime) -> None:
+        """Drop the state of uploads abandoned past their expiry (none of their parts in flight)."""
+        for upload_id, live in list(self.live.items()):
+            if live.expires_at <= now and not live.flights and upload_id not in self.locks:
+                del self.live[upload_id]
 
     async def settle(self, upload_id: str) -> None:
         """Let the upload's parts in flight land; after a failure the row alone says the state."""
@@ -421,7 +447,9 @@ async def create_upload(
     runtime: UploadRuntime,
     store: BlobStore,
 ) -> UploadView:
-    """Check the limits before any byte is stored; a hash already stored completes at once."""
+    """Check the limits before any byte is stored; a hash the caller may already read completes
+    at once, as their push would, making them a holder (anyone else proves they hold the file
+    by sending its bytes)."""
     sha256 = metadata.get("sha256", "").strip().lower()
     if not _SHA256_HEX.fullmatch(sha256):
         raise BadRequest(
@@ -441,6 +469,12 @@ async def create_upload(
             f"{settings.max_upload_bytes}.",
             code="upload_too_large",
         )
+    if length == 0 and sha256 != _EMPTY_SHA256:
+        # Refused before the row exists: a failed empty upload must not hold a slot for a day.
+        raise Unprocessable(
+            f"An empty file hashes to {_EMPTY_SHA256}, not the declared SHA-256.",
+            code="blob_hash_mismatch",
+        )
     filename = (metadata.get("filename") or metadata.get("name") or "")[:255]
     now = _now()
     row: dict[str, Any] = {
@@ -458,7 +492,11 @@ async def create_upload(
         "expires_at": now + runtime.expiry,
     }
     existing = await Blob.select(Blob.size).where(Blob.sha256 == sha256).first().run()
-    if existing is not None and existing["size"] == length:
+    if (
+        existing is not None
+        and existing["size"] == length
+        and not await missing_blobs(principal, [sha256], referenced=True)
+    ):
         row.update(state="done", received=length)  # dedupe: the bytes are already verified
     async with transaction():
         if row["state"] == "active":
@@ -502,16 +540,20 @@ async def get_upload(
 ) -> UploadView:
     # Waits for a PATCH in flight (one cut mid-body still commits what arrived) and for its parts
     # in flight, so the offset a resuming client reads is durable and its next PATCH's.
+    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
     async with runtime.lock(upload_id):
-        await _owned_row(principal, upload_id)
         await runtime.settle(upload_id)
         row = await _usable_row(principal, upload_id, store, runtime)
     return _view(row)
 
 
-async def _owned_row(principal: Principal, upload_id: str) -> dict[str, Any]:
+async def _owned_row(
+    principal: Principal, upload_id: str, runtime: UploadRuntime | None = None
+) -> dict[str, Any]:
     row = await Upload.select().where(Upload.id == upload_id).first().run()
     if row is None or row["user_id"] != principal.user_id:
+        if row is None and runtime is not None:
+            runtime.forget(upload_id)  # removed by another process (DELETE, gc-blobs)
         raise NotFound("There is no such upload.", code="upload_not_found")
     return row
 
@@ -524,7 +566,7 @@ async def _usable_row(
     row: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The caller's upload, unless it expired (its staged parts are removed now) or failed."""
-    row = row or await _owned_row(principal, upload_id)
+    row = row or await _owned_row(principal, upload_id, runtime)
     if row["state"] == "active" and row["expires_at"] <= _now():
         await _discard(row, store, runtime, state="expired", failure="upload_expired")
         row["state"] = "expired"
@@ -563,14 +605,14 @@ async def _discard(
 async def terminate(
     principal: Principal, upload_id: str, *, store: BlobStore, runtime: UploadRuntime
 ) -> None:
+    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
     async with runtime.lock(upload_id):
-        await _owned_row(principal, upload_id)
         await runtime.settle(upload_id)
-        row = await _owned_row(principal, upload_id)
+        row = await _owned_row(principal, upload_id, runtime)
         if row["staging"]:
             await store.discard_staged(row["staging"])
         await Upload.delete().where(Upload.id == upload_id).run()
-    runtime.forget(upload_id)
+        runtime.forget(upload_id)
 
 
 async def append(
@@ -584,15 +626,16 @@ async def append(
     runtime: UploadRuntime,
 ) -> UploadView:
     """Stage a PATCH body at `offset`; complete and verify the upload when its last byte arrives."""
+    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
     async with runtime.lock(upload_id):
-        row = await _owned_row(principal, upload_id)
+        row = await _owned_row(principal, upload_id, runtime)
         live = runtime.live.get(upload_id)
         if live is not None and not (
             offset == live.accepted and row["staging"] == live.handle and row["state"] == "active"
         ):
             # Not the continuation this process expects: what the row says, once parts landed.
             await runtime.settle(upload_id)
-            row = await _owned_row(principal, upload_id)
+            row = await _owned_row(principal, upload_id, runtime)
             live = runtime.live.get(upload_id)
             if live is not None and live.committed.received != row["received"]:
                 runtime.live.pop(upload_id)  # another process moved it on
@@ -609,7 +652,7 @@ async def append(
             return _view(row)
         # Another device may have finished the same file meanwhile: asked while the body arrives
         # (the client sends it anyway); if so, what this PATCH staged is dropped at its end.
-        stored = asyncio.create_task(_already_stored(row))
+        stored = asyncio.create_task(_already_readable(principal, row))
         try:
             if live is None:
                 live = await _live_from_row(row, store, runtime)
@@ -624,13 +667,14 @@ async def append(
             raise
 
 
-async def _already_stored(row: Mapping[str, Any]) -> bool:
-    """Another device finished the same file meanwhile: nothing more needs to be sent."""
+async def _already_readable(principal: Principal, row: Mapping[str, Any]) -> bool:
+    """Another device finished the same file meanwhile, and this caller may read it: nothing
+    more needs to be sent. (Who may not read it still proves possession with the bytes.)"""
     return (
         await Blob.exists()
         .where((Blob.sha256 == row["sha256"]) & (Blob.size == row["upload_length"]))
         .run()
-    )
+    ) and not await missing_blobs(principal, [row["sha256"]], referenced=True)
 
 
 async def _finish_deduplicated(
@@ -692,6 +736,7 @@ async def _live_from_row(row: dict[str, Any], store: BlobStore, runtime: UploadR
         sniffed_type=committed.sniffed_type,
         expires_at=row["expires_at"],
     )
+    runtime.prune(_now())
     runtime.live[upload_id] = live
     return live
 
@@ -905,13 +950,25 @@ class _Patch:
             raise failure
         parts = [*live.committed.parts, *self.staged]
         sha256 = row["sha256"]
+        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        if digest is None and await Blob.exists().where(Blob.sha256 == sha256).run():
+            # The store keeps a stored blob without reading the staged bytes back, so without
+            # our own digest these bytes would prove nothing: start again with a hash.
+            await _discard(row, store, self.runtime, state="failed", failure="upload_cannot_resume")
+            raise Gone(
+                "This upload cannot be resumed on this server; start a new one.",
+                code="upload_cannot_resume",
+            )
         try:
+            if digest is not None and digest != sha256:
+                # Checked here too: a store that already holds the blob does not look at them.
+                raise BlobHashMismatch(f"content hashes to {digest}, declared {sha256}")
             info = await store.publish_staged(
                 live.handle,
                 parts,
                 sha256=sha256,
                 content_type=row["content_type"],
-                digest=self.hasher.hexdigest() if self.hasher is not None else None,
+                digest=digest,
             )
         except BlobHashMismatch:
             await _discard(row, store, self.runtime, state="failed", failure="blob_hash_mismatch")

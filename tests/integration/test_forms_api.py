@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+
 import pytest
 
+from forms.xlsform import MAX_XLSX_UNPACKED_BYTES
 from server.db.tables_forms import Form, FormVersion
 from tests.helpers import Api, assert_problem, unique
-from tests.unit.forms.xlsforms import q, xlsform
+from tests.unit.forms.xlsforms import q, with_first_sheet_edited, xlsform
+
+INSPECTION = Path(__file__).parents[2] / "forms" / "templates" / "inspection.xlsx"
 
 pytestmark = pytest.mark.db
 
@@ -273,3 +280,36 @@ async def test_programme_forms_are_published_on_a_fresh_database(api: Api) -> No
         "communication_event",
         "tip_intake",
     } <= ids
+
+
+async def test_a_decompression_bomb_is_413_and_stores_nothing(api: Api) -> None:
+    # Just past the limit: 32 MiB of whitespace deflates to a few tens of KB.
+    padding = b" " * (MAX_XLSX_UNPACKED_BYTES + 1)
+    bomb = with_first_sheet_edited(
+        INSPECTION.read_bytes(), b"<sheetData>", b"<sheetData>" + padding
+    )
+    forms_before, versions_before = await Form.count(), await FormVersion.count()
+
+    problem = assert_problem(await upload(api, bomb, "inspection.xlsx"), 413, "xlsform_too_large")
+
+    assert "32 MiB" in problem["detail"]
+    assert (await Form.count(), await FormVersion.count()) == (forms_before, versions_before)
+
+
+async def test_health_answers_while_a_large_form_parses(api: Api) -> None:
+    # 5,000 choices: legal, and a couple of seconds of parsing on this machine.
+    choices = [("big", f"c{i}", f"Lựa chọn {i}") for i in range(5000)]
+    big = xlsform([q("select_one big", "pick", "Chọn")], choices, form_id=unique("big"))
+    uploading = asyncio.create_task(upload(api, big, "big.xlsx"))
+
+    await asyncio.sleep(0.3)  # the upload is being parsed by now
+    live = await api.http.get("/health/live")
+    answered = time.monotonic()
+    uploaded = await uploading
+    finished = time.monotonic()
+
+    assert live.status_code == 200
+    assert uploaded.status_code == 201, uploaded.text
+    # Blocked by the parse, /health/live would answer only once it is over: just before the
+    # upload's own answer (its draft is saved in a few milliseconds).
+    assert finished - answered > 0.5

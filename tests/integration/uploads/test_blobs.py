@@ -14,9 +14,9 @@ import pytest
 from server.app import create_app
 from server.blobstore_s3 import S3BlobStore
 from server.db.tables_blobs import Blob, Upload
-from server.db.tables_sync import SubmissionAttachment
+from server.db.tables_sync import Submission, SubmissionAttachment
 from server.services import uploads
-from server.services.blobs import attachment_status, collect_garbage, missing_blobs
+from server.services.blobs import attachment_status, collect_garbage
 from tests.conftest import Backend, make_settings
 from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session, assert_problem
 from tests.integration.uploads.conftest import asgi_client
@@ -32,9 +32,28 @@ from tests.integration.uploads.helpers import (
 )
 
 
-async def reference(sha256: str, ward_code: str, instance_id: str | None = None) -> str:
-    """A submission's attachment row, as push writes it (push is another issue's endpoint)."""
-    instance_id = instance_id or f"uuid:{uuid.uuid4()}"
+async def reference(
+    sha256: str, ward_code: str, instance_id: str | None = None, *, pusher: str
+) -> str:
+    """An accepted submission of `pusher` and its attachment row, as push writes them."""
+    if instance_id is None:
+        instance_id = f"uuid:{uuid.uuid4()}"
+        await Submission.insert(
+            Submission(
+                id=str(uuid.uuid4()),
+                instance_id=instance_id,
+                form_id="inspection",
+                form_version="2026010101",
+                status="accepted",
+                ward_code=ward_code,
+                user_id=pusher,
+                device_id=str(uuid.uuid4()),
+                hlc="",
+                captured_at=datetime.now(UTC),
+                content_hash="",
+                data={},
+            )
+        ).run()
     await SubmissionAttachment.insert(
         SubmissionAttachment(
             instance_id=instance_id,
@@ -49,7 +68,7 @@ async def reference(sha256: str, ward_code: str, instance_id: str | None = None)
 
 
 async def test_download_is_for_the_uploader_and_those_who_see_a_reference(
-    tus: Tus, api: Api, client: httpx.AsyncClient
+    tus: Tus, api: Api, client: httpx.AsyncClient, worker: Session
 ) -> None:
     data = png(300_000)
     sha = sha256_hex(data)
@@ -65,7 +84,7 @@ async def test_download_is_for_the_uploader_and_those_who_see_a_reference(
     assert own.headers["content-type"] == "image/png"
     assert_problem(await client.get(url, headers=colleague.headers), 404, "blob_not_found")
 
-    await reference(sha, HOAN_KIEM)
+    await reference(sha, HOAN_KIEM, pusher=worker.user["id"])
 
     assert (await client.get(url, headers=colleague.headers)).content == data
     assert (await client.get(url, headers=city.headers)).content == data
@@ -111,14 +130,15 @@ async def test_check_lists_what_is_missing(tus: Tus, client: httpx.AsyncClient) 
     assert response.status_code == 200
     assert response.json() == {"missing": [absent]}
     assert_problem(bad, 400, "validation_failed")
-    assert await missing_blobs([absent, sha256_hex(data)]) == [absent]
 
 
-async def test_attachment_status_counts_received_files(tus: Tus, db: Backend) -> None:
+async def test_attachment_status_counts_received_files(
+    tus: Tus, db: Backend, worker: Session
+) -> None:
     files = [png(3000), png(4000), png(5000)]
-    instance = await reference(sha256_hex(files[0]), HOAN_KIEM)
+    instance = await reference(sha256_hex(files[0]), HOAN_KIEM, pusher=worker.user["id"])
     for data in files[1:]:
-        await reference(sha256_hex(data), HOAN_KIEM, instance)
+        await reference(sha256_hex(data), HOAN_KIEM, instance, pusher=worker.user["id"])
     await tus.upload(files[0])
     await tus.upload(files[2])
 
@@ -129,13 +149,13 @@ async def test_attachment_status_counts_received_files(tus: Tus, db: Backend) ->
 
 
 async def test_gc_removes_unreferenced_old_blobs_and_abandoned_uploads(
-    tus: Tus, db: Backend
+    tus: Tus, db: Backend, worker: Session
 ) -> None:
     store = db.app.state.blob_store
     kept, dropped = png(3000), png(3000)
     await tus.upload(kept)
     await tus.upload(dropped)
-    await reference(sha256_hex(kept), HOAN_KIEM)
+    await reference(sha256_hex(kept), HOAN_KIEM, pusher=worker.user["id"])
     abandoned = png(6 * MiB)
     location = (await tus.create(len(abandoned), sha256_hex(abandoned))).headers["location"]
     await tus.patch(location, 0, abandoned[: 5 * MiB + 1])

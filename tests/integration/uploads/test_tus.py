@@ -16,7 +16,7 @@ from server.app import create_app
 from server.db.tables_blobs import Blob, Upload
 from sync.blobs import BlobStoreUnavailable
 from tests.conftest import Backend, make_settings
-from tests.helpers import Api, Session, assert_problem
+from tests.helpers import PASSWORD, Api, Session, assert_problem, login
 from tests.integration.uploads.conftest import asgi_client
 from tests.integration.uploads.helpers import (
     PDF_MAGIC,
@@ -78,17 +78,21 @@ async def test_creation_with_upload_completes_in_one_request(tus: Tus, db: Backe
     assert await read_blob(db.app.state.blob_store, sha256_hex(data)) == data
 
 
-async def test_a_stored_hash_completes_at_creation_without_bytes(
-    tus: Tus, api: Api, db: Backend
+async def test_a_stored_hash_completes_at_creation_without_bytes_for_who_may_read_it(
+    tus: Tus, api: Api, worker: Session, db: Backend
 ) -> None:
     data = png(40_000)
     await tus.upload(data)
-    other_device = Tus(tus.http, (await api.user_session("outreach")).headers)
+    second_device = await login(tus.http, worker.user["username"], PASSWORD)
+    stranger = Tus(tus.http, (await api.user_session("outreach")).headers)
 
-    created = await other_device.create(len(data), sha256_hex(data))
+    created = await Tus(tus.http, second_device.headers).create(len(data), sha256_hex(data))
+    must_send = await stranger.create(len(data), sha256_hex(data))
 
     assert created.status_code == 201
     assert created.headers["upload-offset"] == str(len(data))
+    assert must_send.status_code == 201
+    assert must_send.headers["upload-offset"] == "0"  # a hash is not proof of holding the file
     assert await Blob.count().where(Blob.sha256 == sha256_hex(data)) == 1
 
 
@@ -411,3 +415,10 @@ async def test_one_long_patch_is_staged_in_bounded_memory(tus: Tus, db: Backend)
     # would be far over.
     assert peak < 40 * MiB, f"peak {peak / MiB:.1f} MiB"
     assert (await blob_row(hasher.hexdigest())) is not None
+
+
+async def test_an_empty_file_with_another_hash_is_refused_and_holds_no_slot(tus: Tus) -> None:
+    refused = await tus.create(0, sha256_hex(b"not empty"))
+
+    assert_problem(refused, 422, "blob_hash_mismatch")
+    assert await Upload.count().where(Upload.sha256 == sha256_hex(b"not empty")) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from typing import Any
 
 import openpyxl
@@ -82,3 +83,19 @@ def q(kind: str, name: str, label: str = "", **columns: str) -> dict[str, str]:
 
 def end(kind: str) -> dict[str, str]:
     return {"type": f"end_{kind}"}
+
+
+def with_first_sheet_edited(workbook: bytes, old: bytes, new: bytes) -> bytes:
+    """The workbook again, its first worksheet's XML with `old` replaced by `new` (deflated)."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(workbook)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for name in source.namelist():
+            data = source.read(name)
+            if name == "xl/worksheets/sheet1.xml":
+                assert old in data
+                data = data.replace(old, new, 1)
+            target.writestr(name, data)
+    return out.getvalue()
