@@ -7,9 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import MutableScopeHeaders
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+from litestar.types import Message, Scope
 from piccolo.engine.base import Engine
+from swagger_ui_bundle import swagger_ui_path
 
 from server.api.admin import AuditController, DeviceController, UserController
 from server.api.auth import AuthController
@@ -26,6 +30,27 @@ from server.settings import Settings
 from sync.blobs import BlobStore
 
 VERSION = "0.1.0"
+
+# Swagger UI is served from the swagger-ui-bundle-v2 package: the docs work on an offline intranet.
+DOCS_ASSETS = "/schema/assets"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+AUTH_PATH = "/api/v1/auth/"
+
+
+async def add_security_headers(message: Message, scope: Scope) -> None:
+    """Runs on every response the app sends, problem+json, 404s and tus answers included."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    for name, value in SECURITY_HEADERS.items():
+        headers[name] = value
+    if scope["path"].startswith(AUTH_PATH):  # tokens must never sit in a cache
+        headers["Cache-Control"] = "no-store"
 
 
 def blob_store_from_settings(settings: Settings) -> BlobStore:
@@ -81,17 +106,29 @@ def create_app(
             SubmissionController,
             UploadController,
             BlobController,
+            create_static_files_router(
+                path=DOCS_ASSETS, directories=[swagger_ui_path], name="docs_assets"
+            ),
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[resources],
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="fieldsync",
             version=VERSION,
             description="Offline-first field data sync for Hanoi's 2026-2030 programme (PROTOCOL.md v1).",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                    favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+                )
+            ],
         ),
         logging_config=None,
         debug=False,
