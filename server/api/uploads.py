@@ -228,8 +228,15 @@ class BlobController(Controller):
     ) -> Response[Any]:
         blob = await blobs.readable_blob(principal, sha256)
         store = _store(request)
-        url = await store.presigned_get_url(sha256, expires=_settings(request).blob_url_ttl)
-        common = {"Cache-Control": "private, no-store", "ETag": f'"{sha256}"'}
+        # Saved, never rendered: a browser must not run an uploaded HTML or SVG in our origin.
+        url = await store.presigned_get_url(
+            sha256, expires=_settings(request).blob_url_ttl, filename=sha256
+        )
+        common = {
+            "Cache-Control": "private, no-store",
+            "ETag": f'"{sha256}"',
+            "Content-Disposition": f'attachment; filename="{sha256}"',
+        }
         if url is not None:
             return Redirect(url, status_code=307, headers=common)
         start, end = _byte_range(request.headers.get("range"), blob.size)
