@@ -182,11 +182,9 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            key = str(item.get("key") or "")
-            source = str(item.get("source") or "body")
             errors.append(
                 ErrorItem(
-                    path=_field_path(source, key),
+                    path=_field_path(item.get("source"), str(item.get("key") or "")),
                     code="invalid",
                     message=str(item.get("message", "")),
                 )
@@ -201,11 +199,16 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     return problem_response(400, "validation_failed", "Invalid request", detail, errors=errors)
 
 
-def _field_path(source: str, key: str) -> str:
-    # msgspec reports paths like "$.wards[0]"; litestar reports query/path keys by name.
-    if key.startswith("$"):
-        return key
-    return ("$." if source == "body" else f"{source}.") + key if key else source
+def _field_path(source: object, key: str) -> str:
+    """`$`, `$.wards[0]` in the body (the JSON path msgspec and the sync endpoints use);
+    `query.limit`, `path.user_id`, `header.x` for parameters."""
+    where = str(getattr(source, "value", source) or "body")  # litestar's ParamType is an enum
+    if where != "body":
+        return f"{where}.{key}" if key else where
+    # litestar names the whole body `data` (the handler's argument) and strips `data.` elsewhere
+    if key in ("", "data") or key.startswith("$"):
+        return key if key.startswith("$") else "$"
+    return f"${key}" if key.startswith("[") else f"$.{key}"
 
 
 def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
