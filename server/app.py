@@ -10,8 +10,9 @@ from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
-from litestar.types import Message, Scope
+from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 from piccolo.engine.base import Engine
 from swagger_ui_bundle import swagger_ui_path
 
@@ -51,6 +52,25 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
         headers[name] = value
     if scope["path"].startswith(AUTH_PATH):  # tokens must never sit in a cache
         headers["Cache-Control"] = "no-store"
+
+
+def allow_every_method(app: Litestar) -> BeforeMessageSendHookHandler:
+    """Litestar's automatic OPTIONS answer lists only the methods of the first handler registered
+    on a path (GET /users/{id} but not PATCH); this sets Allow to every method of the path."""
+    allowed = {
+        route.path_format: ", ".join(sorted(route.methods))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }
+
+    async def complete_allow(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+            return
+        methods = allowed.get(scope.get("path_template", ""))
+        if methods and 200 <= message["status"] < 300:
+            MutableScopeHeaders.from_message(message)["Allow"] = methods
+
+    return complete_allow
 
 
 def blob_store_from_settings(settings: Settings) -> BlobStore:
@@ -133,6 +153,7 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    app.before_send.append(allow_every_method(app))  # the routes are known only now
     app.state.settings = settings
     if blob_store is not None:
         app.state.blob_store = (

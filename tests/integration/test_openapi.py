@@ -34,3 +34,24 @@ async def test_a_body_of_the_wrong_type_is_the_root_not_an_argument_name(
         "validation_failed",
     )
     assert [e["path"] for e in user["errors"]] == ["$.wards[0]"], user
+
+
+async def test_options_and_405_list_every_method_of_the_path(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    def allowed(response: httpx.Response) -> set[str]:
+        return {m.strip() for m in response.headers["allow"].split(",")}
+
+    user = await client.options("/api/v1/users/someone", headers=api.admin.headers)
+    upload = await client.options("/api/v1/uploads/someid")
+    forms = await client.options("/api/v1/forms")
+    assert allowed(user) == {"GET", "PATCH", "OPTIONS"}
+    assert allowed(upload) == {"HEAD", "PATCH", "DELETE", "OPTIONS"}
+    assert allowed(forms) == {"GET", "POST", "OPTIONS"}
+    tus = await client.options("/api/v1/uploads")
+    assert tus.headers["tus-version"] == "1.0.0"
+    assert allowed(tus) == {"POST", "OPTIONS"}
+
+    wrong = await client.put("/api/v1/uploads/someid", headers=api.admin.headers)
+    assert_problem(wrong, 405, "method_not_allowed")
+    assert allowed(wrong) == {"HEAD", "PATCH", "DELETE", "OPTIONS"}
