@@ -13,6 +13,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from litestar.types import BeforeMessageSendHookHandler, Message, Scope
+from litestar.utils import ensure_async_callable
 from piccolo.engine.base import Engine
 from swagger_ui_bundle import swagger_ui_path
 
@@ -21,6 +22,7 @@ from server.api.auth import AuthController
 from server.api.deps import DEPENDENCIES
 from server.api.forms import FormController
 from server.api.health import HealthController
+from server.api.openapi import BEARER_SCHEME
 from server.api.sync import ConflictController, SubmissionController, SyncController
 from server.api.uploads import BlobController, UploadController
 from server.api.wards import WardController
@@ -140,6 +142,7 @@ def create_app(
             version=VERSION,
             description="Offline-first field data sync for Hanoi's 2026-2030 programme (PROTOCOL.md v1).",
             path="/schema",
+            components=BEARER_SCHEME,
             render_plugins=[
                 SwaggerRenderPlugin(
                     path="/",
@@ -153,7 +156,7 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    app.before_send.append(allow_every_method(app))  # the routes are known only now
+    app.before_send.append(ensure_async_callable(allow_every_method(app)))  # routes known now
     app.state.settings = settings
     if blob_store is not None:
         app.state.blob_store = (
