@@ -182,13 +182,12 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            errors.append(
-                ErrorItem(
-                    path=_field_path(item.get("source"), str(item.get("key") or "")),
-                    code="invalid",
-                    message=str(item.get("message", "")),
-                )
-            )
+            key = str(item.get("key") or "")
+            path = _field_path(item.get("source"), key)
+            message = str(item.get("message", ""))
+            if message == f"'{key}'":  # litestar passes on the KeyError of a missing value
+                message = "A body is required." if path == "$" else "This value is required."
+            errors.append(ErrorItem(path=path, code="invalid", message=message))
     detail = (
         exc.detail
         if exc.detail and "Validation failed" not in exc.detail

@@ -32,6 +32,9 @@ async def test_a_body_of_the_wrong_type_is_the_root_not_an_argument_name(
     assert login["errors"][0]["path"] == "$", login
     assert "data" not in login["errors"][0]["path"]
 
+    empty = assert_problem(await client.post("/api/v1/auth/login"), 400, "validation_failed")
+    assert empty["errors"] == [{"path": "$", "code": "invalid", "message": "A body is required."}]
+
     bad_ward = {"username": "ward1x", "password": "p" * 20, "role": "outreach", "wards": [1]}
     user = assert_problem(
         await client.post("/api/v1/users", json=bad_ward, headers=api.admin.headers),
