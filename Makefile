@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean migrate
+.PHONY: run test fuzz lint typecheck unit bench clean migrate
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fieldsync needs Python >= 3.11"'
@@ -33,8 +33,17 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# The suite includes tests/integration/test_fuzz.py: schemathesis against the OpenAPI schema,
+# on SQLite and PostgreSQL, about 25 s each (it prints its cases and checks).
 test: $(VENV)/.installed-test lint typecheck
 	$(BIN)/python -m pytest
+
+# A longer schemathesis run; FUZZ_SEED=n explores other cases.
+FUZZ_EXAMPLES ?= 60
+FUZZ_SEED ?= 0
+fuzz: $(VENV)/.installed-test
+	FIELDSYNC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FIELDSYNC_FUZZ_SEED=$(FUZZ_SEED) \
+		$(BIN)/python -m pytest -m fuzz -p no:cacheprovider tests/integration/test_fuzz.py
 
 bench: $(VENV)/.installed-test
 	@echo "benchmarks: see bench/README.md"

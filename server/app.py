@@ -7,15 +7,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import MutableScopeHeaders
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
+from litestar.types import BeforeMessageSendHookHandler, Message, Scope
+from litestar.utils import ensure_async_callable
 from piccolo.engine.base import Engine
+from swagger_ui_bundle import swagger_ui_path
 
 from server.api.admin import AuditController, DeviceController, UserController
 from server.api.auth import AuthController
 from server.api.deps import DEPENDENCIES, proxy_headers_middleware
 from server.api.forms import FormController
 from server.api.health import HealthController
+from server.api.openapi import BEARER_SCHEME
 from server.api.sync import ConflictController, SubmissionController, SyncController
 from server.api.uploads import BlobController, UploadController
 from server.api.wards import WardController
@@ -26,6 +33,46 @@ from server.settings import Settings
 from sync.blobs import BlobStore
 
 VERSION = "0.1.0"
+
+# Swagger UI is served from the swagger-ui-bundle-v2 package: the docs work on an offline intranet.
+DOCS_ASSETS = "/schema/assets"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+AUTH_PATH = "/api/v1/auth/"
+
+
+async def add_security_headers(message: Message, scope: Scope) -> None:
+    """Runs on every response the app sends, problem+json, 404s and tus answers included."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    for name, value in SECURITY_HEADERS.items():
+        headers[name] = value
+    if scope["path"].startswith(AUTH_PATH):  # tokens must never sit in a cache
+        headers["Cache-Control"] = "no-store"
+
+
+def allow_every_method(app: Litestar) -> BeforeMessageSendHookHandler:
+    """Litestar's automatic OPTIONS answer lists only the methods of the first handler registered
+    on a path (GET /users/{id} but not PATCH); this sets Allow to every method of the path."""
+    allowed = {
+        route.path_format: ", ".join(sorted(route.methods))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }
+
+    async def complete_allow(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+            return
+        methods = allowed.get(scope.get("path_template", ""))
+        if methods and 200 <= message["status"] < 300:
+            MutableScopeHeaders.from_message(message)["Allow"] = methods
+
+    return complete_allow
 
 
 def blob_store_from_settings(settings: Settings) -> BlobStore:
@@ -81,22 +128,36 @@ def create_app(
             SubmissionController,
             UploadController,
             BlobController,
+            create_static_files_router(
+                path=DOCS_ASSETS, directories=[swagger_ui_path], name="docs_assets"
+            ),
         ],
         dependencies=DEPENDENCIES,
         middleware=proxy_headers_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[resources],
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="fieldsync",
             version=VERSION,
             description="Offline-first field data sync for Hanoi's 2026-2030 programme (PROTOCOL.md v1).",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
+            components=BEARER_SCHEME,
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                    favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+                )
+            ],
         ),
         logging_config=None,
         debug=False,
     )
+    app.before_send.append(ensure_async_callable(allow_every_method(app)))  # routes known now
     app.state.settings = settings
     if blob_store is not None:
         app.state.blob_store = (

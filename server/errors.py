@@ -183,14 +183,11 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             key = str(item.get("key") or "")
-            source = str(item.get("source") or "body")
-            errors.append(
-                ErrorItem(
-                    path=_field_path(source, key),
-                    code="invalid",
-                    message=str(item.get("message", "")),
-                )
-            )
+            path = _field_path(item.get("source"), key)
+            message = str(item.get("message", ""))
+            if message == f"'{key}'":  # litestar passes on the KeyError of a missing value
+                message = "A body is required." if path == "$" else "This value is required."
+            errors.append(ErrorItem(path=path, code="invalid", message=message))
     detail = (
         exc.detail
         if exc.detail and "Validation failed" not in exc.detail
@@ -201,11 +198,16 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     return problem_response(400, "validation_failed", "Invalid request", detail, errors=errors)
 
 
-def _field_path(source: str, key: str) -> str:
-    # msgspec reports paths like "$.wards[0]"; litestar reports query/path keys by name.
-    if key.startswith("$"):
-        return key
-    return ("$." if source == "body" else f"{source}.") + key if key else source
+def _field_path(source: object, key: str) -> str:
+    """`$`, `$.wards[0]` in the body (the JSON path msgspec and the sync endpoints use);
+    `query.limit`, `path.user_id`, `header.x` for parameters."""
+    where = str(getattr(source, "value", source) or "body")  # litestar's ParamType is an enum
+    if where != "body":
+        return f"{where}.{key}" if key else where
+    # litestar names the whole body `data` (the handler's argument) and strips `data.` elsewhere
+    if key in ("", "data") or key.startswith("$"):
+        return key if key.startswith("$") else "$"
+    return f"${key}" if key.startswith("[") else f"$.{key}"
 
 
 def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

@@ -10,6 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from schemas.identity import Device, User, UserCreate, UserUpdate
 from server.api.deps import client_address
+from server.api.openapi import ADMIN, BEARER, BODY, PARAMS, problems
 from server.auth import Principal
 from server.services import audit, identity
 
@@ -17,8 +18,9 @@ from server.services import audit, identity
 class UserController(Controller):
     path = "/api/v1/users"
     tags = ["admin"]
+    security = BEARER
 
-    @post("/", summary="Create a user")
+    @post("/", summary="Create a user", responses=problems(*ADMIN, *BODY, 409))
     async def create_user(
         self,
         request: Request[Any, Any, Any],
@@ -27,15 +29,19 @@ class UserController(Controller):
     ) -> User:
         return await identity.create_user(admin, data, address=client_address(request))
 
-    @get("/", summary="List users")
+    @get("/", summary="List users", responses=problems(*ADMIN))
     async def list_users(self, admin: NamedDependency[Principal]) -> list[User]:
         return await identity.list_users()
 
-    @get("/{user_id:str}", summary="One user")
+    @get("/{user_id:str}", summary="One user", responses=problems(*ADMIN, *PARAMS, 404))
     async def get_user(self, admin: NamedDependency[Principal], user_id: FromPath[str]) -> User:
         return await identity.get_user(user_id)
 
-    @patch("/{user_id:str}", summary="Change role, wards, password or disable")
+    @patch(
+        "/{user_id:str}",
+        summary="Change role, wards, password or disable",
+        responses=problems(*ADMIN, *BODY, 404, 409),
+    )
     async def update_user(
         self,
         request: Request[Any, Any, Any],
@@ -49,8 +55,9 @@ class UserController(Controller):
 class DeviceController(Controller):
     path = "/api/v1/devices"
     tags = ["admin"]
+    security = BEARER
 
-    @get("/", summary="List devices")
+    @get("/", summary="List devices", responses=problems(*ADMIN))
     async def list_devices(self, admin: NamedDependency[Principal]) -> list[Device]:
         return await identity.list_devices()
 
@@ -58,6 +65,7 @@ class DeviceController(Controller):
         "/{device_id:str}",
         status_code=200,
         summary="Revoke a device: its tokens are refused at once",
+        responses=problems(*ADMIN, *PARAMS, 404),
     )
     async def revoke_device(
         self,
@@ -71,8 +79,9 @@ class DeviceController(Controller):
 class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["admin"]
+    security = BEARER
 
-    @get("/", summary="Most recent audit entries")
+    @get("/", summary="Most recent audit entries", responses=problems(*ADMIN, *PARAMS))
     async def recent(
         self,
         admin: NamedDependency[Principal],

@@ -22,10 +22,30 @@ from schemas.forms import (
     ValidateRequest,
     ValidationResult,
 )
+from server.api.openapi import (
+    ADMIN,
+    BEARER,
+    BODY,
+    IF_NONE_MATCH,
+    NOT_MODIFIED,
+    PARAMS,
+    SIGNED_IN,
+    Documented,
+    problems,
+)
 from server.auth import Principal, require_role
 from server.services import forms
 
 IMMUTABLE = "private, max-age=31536000, immutable"
+CONDITIONAL = Documented(
+    headers=[IF_NONE_MATCH],
+    answer_headers={
+        200: {
+            "ETag": "Send it back as If-None-Match.",
+            "Cache-Control": "`private, no-cache` for the list; a version never changes.",
+        }
+    },
+).operation_class()
 
 
 @dataclass
@@ -40,8 +60,14 @@ def _not_modified(request: Request[Any, Any, Any], etag: str) -> bool:
 class FormController(Controller):
     path = "/api/v1/forms"
     tags = ["forms"]
+    security = BEARER
 
-    @get("/", summary="Forms the caller may fill (ETag; If-None-Match answers 304)")
+    @get(
+        "/",
+        summary="Forms the caller may fill (ETag; If-None-Match answers 304)",
+        responses={**problems(*SIGNED_IN), **NOT_MODIFIED},
+        operation_class=CONDITIONAL,
+    )
     async def list_forms(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Response[list[FormListItem] | None]:
@@ -51,18 +77,30 @@ class FormController(Controller):
             return Response(None, status_code=304, headers={"ETag": etag})
         return Response(items, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
 
-    @get("/admin", summary="Every form with its state, roles and draft (admin)")
+    @get(
+        "/admin",
+        summary="Every form with its state, roles and draft (admin)",
+        responses=problems(*ADMIN),
+    )
     async def admin_list(self, admin: NamedDependency[Principal]) -> list[FormInfo]:
         return await forms.list_forms()
 
-    @post("/", summary="Upload an XLSForm (.xlsx) or XForm (.xml) as the form's draft")
+    @post(
+        "/",
+        summary="Upload an XLSForm (.xlsx) or XForm (.xml) as the form's draft",
+        responses=problems(*ADMIN, *BODY, 409),
+    )
     async def upload(
         self, admin: NamedDependency[Principal], data: MultipartBody[FormUpload]
     ) -> DraftUploaded:
         content = await data.file.read()
         return await forms.upload_draft(admin, content, data.file.filename or "form.xlsx")
 
-    @post("/{form_id:str}/publish", summary="Publish the draft as an immutable version")
+    @post(
+        "/{form_id:str}/publish",
+        summary="Publish the draft as an immutable version",
+        responses=problems(*ADMIN, *BODY, 404, 409),
+    )
     async def publish(
         self,
         admin: NamedDependency[Principal],
@@ -72,14 +110,20 @@ class FormController(Controller):
         return await forms.publish(admin, form_id, data or PublishRequest())
 
     @patch(
-        "/{form_id:str}", summary="Change state (open, closing, closed) or the roles that fill it"
+        "/{form_id:str}",
+        summary="Change state (open, closing, closed) or the roles that fill it",
+        responses=problems(*ADMIN, *BODY, 404, 409),
     )
     async def update(
         self, admin: NamedDependency[Principal], form_id: FromPath[str], data: JSONBody[FormUpdate]
     ) -> FormInfo:
         return await forms.update_form(admin, form_id, data)
 
-    @get("/{form_id:str}/versions", summary="All versions of a form")
+    @get(
+        "/{form_id:str}/versions",
+        summary="All versions of a form",
+        responses=problems(*ADMIN, *PARAMS, 404),
+    )
     async def versions(
         self, principal: NamedDependency[Principal], form_id: FromPath[str]
     ) -> list[FormVersionInfo]:
@@ -89,6 +133,8 @@ class FormController(Controller):
     @get(
         "/{form_id:str}/versions/{version:str}",
         summary="The normalized spec of one version (immutable)",
+        responses={**problems(*ADMIN, *PARAMS, 404), **NOT_MODIFIED},
+        operation_class=CONDITIONAL,
     )
     async def spec(
         self,
@@ -103,7 +149,12 @@ class FormController(Controller):
             return Response(None, status_code=304, headers={"ETag": etag})
         return Response(spec, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
 
-    @get("/{form_id:str}/versions/{version:str}/xform", summary="The XForm XML of one version")
+    @get(
+        "/{form_id:str}/versions/{version:str}/xform",
+        summary="The XForm XML of one version",
+        media_type="application/xml",
+        responses=problems(*ADMIN, *PARAMS, 404),
+    )
     async def xform(
         self, principal: NamedDependency[Principal], form_id: FromPath[str], version: FromPath[str]
     ) -> Response[str]:
@@ -111,7 +162,9 @@ class FormController(Controller):
         return Response(xml, media_type="application/xml", headers={"Cache-Control": IMMUTABLE})
 
     @get(
-        "/{form_id:str}/versions/{a:str}/diff/{b:str}", summary="What changed between two versions"
+        "/{form_id:str}/versions/{a:str}/diff/{b:str}",
+        summary="What changed between two versions",
+        responses=problems(*ADMIN, *PARAMS, 404),
     )
     async def diff(
         self,
@@ -127,6 +180,7 @@ class FormController(Controller):
         "/{form_id:str}/versions/{version:str}/validate",
         status_code=200,
         summary="Validate a submission against this exact version (admin)",
+        responses=problems(*ADMIN, *BODY, 404),
     )
     async def validate(
         self,

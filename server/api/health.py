@@ -5,6 +5,7 @@ import logging
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from schemas.identity import HealthStatus
 from server.db.engine import ping
@@ -21,7 +22,11 @@ class HealthController(Controller):
     async def live(self) -> HealthStatus:
         return HealthStatus(status="ok", checks={})
 
-    @get("/ready", summary="The database and the blob store answer")
+    @get(
+        "/ready",
+        summary="The database and the blob store answer",
+        responses={503: ResponseSpec(HealthStatus, description="Not ready; see `checks`.")},
+    )
     async def ready(self, request: Request[Any, Any, Any]) -> Response[HealthStatus]:
         checks = {
             "database": await _check(ping()),

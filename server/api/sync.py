@@ -10,8 +10,17 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from schemas.common import ErrorItem
-from schemas.sync import ConflictRecord, PullRequest, PushRequest, Resolve, ResolveBody
+from schemas.sync import (
+    ConflictRecord,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+    Resolve,
+    ResolveBody,
+)
 from server.api.deps import settings_of
+from server.api.openapi import BEARER, BODY, PARAMS, SIGNED_IN, Documented, problems
 from server.auth import Principal
 from server.errors import BadRequest
 from server.services import conflicts
@@ -55,15 +64,28 @@ def encode_for(request: Request[Any, Any, Any], value: Any) -> Response[bytes]:
 class SyncController(Controller):
     path = "/api/v1/sync"
     tags = ["sync"]
+    security = BEARER
 
-    @post("/push", status_code=200, summary="Push ops (exactly-once, contiguous op_seq)")
+    @post(
+        "/push",
+        status_code=200,
+        summary="Push ops (exactly-once, contiguous op_seq)",
+        responses=problems(*SIGNED_IN, *BODY, 403),
+        operation_class=Documented(body=PushRequest, answer=PushResponse).operation_class(),
+    )
     async def push(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Response[bytes]:
         body = decode_body(request, await request.body(), PushRequest)
         return encode_for(request, await apply_push(principal, body))
 
-    @post("/pull", status_code=200, summary="Pull changes in scope after a cursor")
+    @post(
+        "/pull",
+        status_code=200,
+        summary="Pull changes in scope after a cursor",
+        responses=problems(*SIGNED_IN, *BODY, 403),
+        operation_class=Documented(body=PullRequest, answer=PullResponse).operation_class(),
+    )
     async def pull(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Response[bytes]:
@@ -74,8 +96,13 @@ class SyncController(Controller):
 class ConflictController(Controller):
     path = "/api/v1/conflicts"
     tags = ["sync"]
+    security = BEARER
 
-    @get("/", summary="Conflicts in the caller's wards (supervisors)")
+    @get(
+        "/",
+        summary="Conflicts in the caller's wards (supervisors)",
+        responses=problems(*SIGNED_IN, *PARAMS, 403),
+    )
     async def list_conflicts(
         self,
         principal: NamedDependency[Principal],
@@ -92,6 +119,7 @@ class ConflictController(Controller):
         "/{conflict_id:str}/resolve",
         status_code=200,
         summary="Resolve a conflict (idempotent on resolution_id)",
+        responses=problems(*SIGNED_IN, *BODY, 403, 404, 409),
     )
     async def resolve(
         self,
@@ -111,10 +139,12 @@ class ConflictController(Controller):
 class SubmissionController(Controller):
     path = "/api/v1/submissions"
     tags = ["sync"]
+    security = BEARER
 
     @get(
         "/{instance_id:str}/attachments",
         summary="How many of a submission's files arrived (supervisors)",
+        responses=problems(*SIGNED_IN, *PARAMS, 403, 404),
     )
     async def attachments(
         self, principal: NamedDependency[Principal], instance_id: FromPath[str]

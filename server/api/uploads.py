@@ -16,10 +16,22 @@ from litestar import Controller, Request, Response, delete, get, head, post, rou
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.exceptions import InternalServerException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect, Stream
 
 from schemas.blobs import BlobCheck, BlobCheckResult
+from server.api.openapi import (
+    ANY_TYPE,
+    BEARER,
+    BINARY,
+    BODY,
+    PARAMS,
+    SIGNED_IN,
+    Documented,
+    header,
+    problems,
+)
 from server.auth import Principal
 from server.errors import EXCEPTION_HANDLERS, BadRequest, DomainError, UnsupportedMediaType
 from server.services import blobs, uploads
@@ -37,6 +49,19 @@ from sync.blobs import BlobStore
 
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+# The tus headers, for the schema (the handlers read them themselves, as tus 1.0 says).
+TUS_RESUMABLE = header(
+    "Tus-Resumable", "The tus version (412 otherwise).", required=True, enum=[TUS_VERSION]
+)
+UPLOAD_CHECKSUM = header("Upload-Checksum", "`sha256 <base64 digest>` of this request's bytes.")
+_UPLOAD_STATE = {
+    "Tus-Resumable": "The tus version.",
+    "Upload-Offset": "Bytes the server has.",
+    "Upload-Length": "The upload's declared size.",
+    "Upload-Expires": "When an unfinished upload expires (RFC 9110 date).",
+    "Cache-Control": "no-store",
+}
 
 
 def _with_tus_header(handler: Callable[..., Response[Any]]) -> Callable[..., Response[Any]]:
@@ -104,7 +129,26 @@ class UploadController(Controller):
     tags = ["attachments"]
     exception_handlers = {k: _with_tus_header(v) for k, v in EXCEPTION_HANDLERS.items()}
 
-    @route("/", http_method=[HttpMethod.OPTIONS], summary="tus capabilities", status_code=204)
+    @route(
+        "/",
+        http_method=[HttpMethod.OPTIONS],
+        summary="tus capabilities",
+        status_code=204,
+        operation_class=Documented(
+            answer_status=204,
+            empty=True,
+            answer_headers={
+                204: {
+                    "Tus-Resumable": "The tus version.",
+                    "Tus-Version": "Versions the server speaks.",
+                    "Tus-Extension": "Extensions the server supports.",
+                    "Tus-Max-Size": "Largest upload, in bytes.",
+                    "Tus-Checksum-Algorithm": "Algorithms Upload-Checksum may use.",
+                    "Allow": "Methods of this path.",
+                }
+            },
+        ).operation_class(),
+    )
     async def capabilities(self, request: Request[Any, Any, Any]) -> Response[None]:
         return Response(
             content=None,
@@ -122,6 +166,28 @@ class UploadController(Controller):
         "/",
         summary="Create an upload (Upload-Length, Upload-Metadata with sha256, content_type)",
         request_max_body_size=None,  # creation-with-upload: bounded by Upload-Length instead
+        security=BEARER,
+        responses=problems(*SIGNED_IN, *BODY, 409, 412, 415, 422, 429, 460),
+        operation_class=Documented(
+            body=BINARY,
+            body_types=[OFFSET_OCTET_STREAM],
+            body_required=False,
+            headers=[
+                TUS_RESUMABLE,
+                header(
+                    "Upload-Length", "Size of the file in bytes.", required=True, pattern="^[0-9]+$"
+                ),
+                header(
+                    "Upload-Metadata",
+                    "tus metadata: `sha256` (hex), `content_type`, optional `filename`, each base64.",
+                    required=True,
+                ),
+                UPLOAD_CHECKSUM,
+            ],
+            answer_status=201,
+            empty=True,
+            answer_headers={201: {"Location": "The upload's URL.", **_UPLOAD_STATE}},
+        ).operation_class(),
     )
     async def create(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
@@ -153,7 +219,15 @@ class UploadController(Controller):
         headers["Location"] = f"{self.path}/{view.id}"
         return Response(content=None, status_code=201, headers=headers)
 
-    @head("/{upload_id:str}", summary="How many bytes the server has")
+    @head(
+        "/{upload_id:str}",
+        summary="How many bytes the server has",
+        security=BEARER,
+        responses=problems(*SIGNED_IN, *PARAMS, 404, 410, 412),
+        operation_class=Documented(
+            headers=[TUS_RESUMABLE], empty=True, answer_headers={200: _UPLOAD_STATE}
+        ).operation_class(),
+    )
     async def offset(
         self,
         request: Request[Any, Any, Any],
@@ -172,6 +246,22 @@ class UploadController(Controller):
         summary="Append bytes at Upload-Offset",
         status_code=204,
         request_max_body_size=None,  # bounded by the upload's remaining length instead
+        security=BEARER,
+        responses=problems(*SIGNED_IN, *BODY, 404, 409, 410, 412, 415, 422, 460),
+        operation_class=Documented(
+            body=BINARY,
+            body_types=[OFFSET_OCTET_STREAM],
+            headers=[
+                TUS_RESUMABLE,
+                header(
+                    "Upload-Offset", "Where these bytes start.", required=True, pattern="^[0-9]+$"
+                ),
+                UPLOAD_CHECKSUM,
+            ],
+            answer_status=204,
+            empty=True,
+            answer_headers={204: _UPLOAD_STATE},
+        ).operation_class(),
     )
     async def append(
         self,
@@ -195,7 +285,19 @@ class UploadController(Controller):
         )
         return Response(content=None, status_code=204, headers=_upload_headers(view))
 
-    @delete("/{upload_id:str}", summary="Cancel an upload and drop its bytes", status_code=204)
+    @delete(
+        "/{upload_id:str}",
+        summary="Cancel an upload and drop its bytes",
+        status_code=204,
+        security=BEARER,
+        responses=problems(*SIGNED_IN, *PARAMS, 404, 409, 410, 412),
+        operation_class=Documented(
+            headers=[TUS_RESUMABLE],
+            answer_status=204,
+            empty=True,
+            answer_headers={204: {"Tus-Resumable": "The tus version."}},
+        ).operation_class(),
+    )
     async def terminate(
         self,
         request: Request[Any, Any, Any],
@@ -212,14 +314,38 @@ class UploadController(Controller):
 class BlobController(Controller):
     path = "/api/v1/blobs"
     tags = ["attachments"]
+    security = BEARER
 
-    @post("/check", summary="Which of these hashes the server still needs", status_code=200)
+    @post(
+        "/check",
+        summary="Which of these hashes the server still needs",
+        status_code=200,
+        responses=problems(*SIGNED_IN, *BODY),
+    )
     async def check(
         self, principal: NamedDependency[Principal], data: JSONBody[BlobCheck]
     ) -> BlobCheckResult:
         return BlobCheckResult(missing=await blobs.missing_blobs(principal, data.sha256))
 
-    @get("/{sha256:str}", summary="Download an attachment (307 to S3, or streamed with Range)")
+    @get(
+        "/{sha256:str}",
+        summary="Download an attachment (307 to S3, or streamed with Range)",
+        responses={
+            **problems(*SIGNED_IN, *PARAMS, 404, 416),
+            206: ResponseSpec(None, description="The requested byte range."),
+            307: ResponseSpec(None, description="Fetch it from the presigned URL in Location."),
+        },
+        operation_class=Documented(
+            headers=[header("Range", "One `bytes=` range.")],
+            answer=BINARY,
+            answer_types=[ANY_TYPE],
+            answer_headers={
+                200: {"Content-Disposition": "attachment", "ETag": "The sha256, quoted."},
+                206: {"Content-Range": "Which bytes these are."},
+                307: {"Location": "A presigned URL, valid for FIELDSYNC_BLOB_URL_TTL_SECONDS."},
+            },
+        ).operation_class(),
+    )
     async def download(
         self,
         request: Request[Any, Any, Any],
@@ -228,8 +354,15 @@ class BlobController(Controller):
     ) -> Response[Any]:
         blob = await blobs.readable_blob(principal, sha256)
         store = _store(request)
-        url = await store.presigned_get_url(sha256, expires=_settings(request).blob_url_ttl)
-        common = {"Cache-Control": "private, no-store", "ETag": f'"{sha256}"'}
+        # Saved, never rendered: a browser must not run an uploaded HTML or SVG in our origin.
+        url = await store.presigned_get_url(
+            sha256, expires=_settings(request).blob_url_ttl, filename=sha256
+        )
+        common = {
+            "Cache-Control": "private, no-store",
+            "ETag": f'"{sha256}"',
+            "Content-Disposition": f'attachment; filename="{sha256}"',
+        }
         if url is not None:
             return Redirect(url, status_code=307, headers=common)
         start, end = _byte_range(request.headers.get("range"), blob.size)
