@@ -34,7 +34,7 @@ Rules kept here (numbers from PROTOCOL.md "Devices' side"):
    hands first pushes the previous user's outbox, and refuses the new login while any of it is
    unsent; each user's ops then continue their own sequence on this tablet.
 
-Only httpx, msgspec and the standard library: no server code.
+Only httpx, msgspec, the standard library, `schemas` and `sync`: no server code.
 """
 
 from __future__ import annotations

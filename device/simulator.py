@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from device.client import LocalEntity, SyncClient, SyncUnavailable
 from schemas.sync import OpResult, PushResponse
-from sync.client import LocalEntity, SyncClient, SyncUnavailable
 
 FORM_ID = "inspection"
 FORM_VERSION = "2026010101"

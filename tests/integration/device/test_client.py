@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from device.client import SyncClient, SyncError, SyncUnavailable
+from device.simulator import FaultyTransport
 from server.auth import issue_access_token
 from server.db.tables_sync import Entity, Submission
 from server.services.entity_store import state_of
-from sync.client import SyncClient, SyncError, SyncUnavailable
-from sync.simulator import FaultyTransport
 from tests.conftest import Backend
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api
 from tests.integration.sync.helpers import INSPECTION_DATA
