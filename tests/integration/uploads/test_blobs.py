@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.app import create_app
-from server.blobstore_s3 import S3BlobStore
+from server.blobstores.s3 import S3BlobStore
 from server.db.tables_blobs import Blob, Upload
 from server.db.tables_sync import Submission, SubmissionAttachment
 from server.services import uploads
