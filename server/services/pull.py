@@ -334,16 +334,17 @@ async def _evictions(
                 last = row["record_id"]
         after = "l:"
     if after.startswith("l:"):
-        query = _left_scope(ChangeLog, cursor, wards, lists)
         last_position = int(after.removeprefix("l:") or cursor.position)
-        if query is not None:
+        # Rows of records still visible serve nothing: a full batch of them is not the end.
+        while (query := _left_scope(ChangeLog, cursor, wards, lists)) is not None:
+            limit = budget.items_left + 1
             rows = await (
                 query.where(
                     ChangeLog.kind == "evict",
                     ChangeLog.position > max(last_position, cursor.position),
                 )
                 .order_by(ChangeLog.position)
-                .limit(budget.items_left + 1)
+                .limit(limit)
             )
             ids = [r["record_id"].split("@", 1)[0] for r in rows]
             visible = await _still_visible(ids, principal)
@@ -354,6 +355,8 @@ async def _evictions(
                         return f"l:{last_position}"
                     out.append(change)
                 last_position = int(row["position"])
+            if len(rows) < limit:
+                break
         after = "c:"
     if principal.role in RESOLVER_ROLES:
         query = _left_scope_conflicts(cursor, wards)
