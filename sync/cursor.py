@@ -33,15 +33,40 @@ class CursorWrongDevice(ValueError):
 class Backfill(msgspec.Struct, frozen=True, array_like=True):
     """A paged snapshot in progress after the user's scope grew.
 
-    `wards`/`lists` are what is being snapshotted, `after` the last entity id served (keyset
-    paging), `through_position` the log position the snapshot is consistent with: the log is
-    resumed from there once the snapshot is done.
+    `wards`/`lists` are what is being snapshotted, `through_position` the log position the
+    snapshot is consistent with, `after` the last log position served of it (keyset paging): the
+    log is resumed from `through_position` once the snapshot is done.
     """
 
     wards: tuple[str, ...]
     lists: tuple[str, ...]
     through_position: int
-    after: str | None = None
+    after: int = 0
+
+
+class EvictHeld(msgspec.Struct, frozen=True, array_like=True, tag="held"):
+    """First phase: entities now in the part of the scope that left; `after` is the last entity
+    id evicted."""
+
+    after: str = ""
+
+
+class EvictMovedOut(msgspec.Struct, frozen=True, array_like=True, tag="moved"):
+    """Then entities that moved out of that part since the cursor: their evict rows in the log,
+    which the device no longer reads there; `after` is the last log position read (0: the
+    cursor's)."""
+
+    after: int = 0
+
+
+class EvictConflicts(msgspec.Struct, frozen=True, array_like=True, tag="conflicts"):
+    """Last, for supervisors, the conflict records of that part; `after` is the last conflict id
+    evicted."""
+
+    after: str = ""
+
+
+EvictionPhase = EvictHeld | EvictMovedOut | EvictConflicts
 
 
 class Evicting(msgspec.Struct, frozen=True, array_like=True):
@@ -49,12 +74,11 @@ class Evicting(msgspec.Struct, frozen=True, array_like=True):
 
     Until they are done the cursor keeps the scope the device was served under (`Cursor.wards`,
     `lists`, `scope`). `target` is the scope fingerprint they lead to: if the scope changes again
-    meanwhile they restart against the new one. `after` is the keyset: "" at the start, then
-    "e:<entity_id>" while entities are evicted and "c:<conflict_id>" for a supervisor's conflicts.
+    meanwhile they restart against the new one. `phase` says where they go on from.
     """
 
     target: str
-    after: str = ""
+    phase: EvictionPhase
     # What the device still holds in full: the old scope narrowed by every scope evicted toward
     # since. Once they are done, whatever of the current scope lies outside it is back-filled
     # (a ward taken away and given back mid-way gets its partly evicted records again).

@@ -34,7 +34,7 @@ CHANGE_COLUMNS = (
 
 @dataclass(frozen=True)
 class ChangeRef:
-    kind: str  # entity | conflict | form
+    kind: str  # entity | conflict | form | evict (record_id "<entity_id>@<ward it left>")
     record_id: str
     list: str = ""
     ward_code: str = ""

@@ -3,7 +3,8 @@
 The cursor carries the change-log position the device has seen and the scope (wards, lists) it
 was served under. When the user's assignment changes, records of removed wards or lists come as
 `evict`, and added ones are back-filled by a paged snapshot of the log up to the cursor's position
-before the normal stream continues under the new scope.
+before the normal stream continues under the new scope. Which wards and lists those are is
+`sync.scope`'s algebra; this module turns its answers into queries and pages.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from piccolo.columns import Column
+from piccolo.columns.combination import Combinable
 
 from schemas.sync import (
     Change,
@@ -19,6 +22,7 @@ from schemas.sync import (
     FormChangeOut,
     PullRequest,
     PullResponse,
+    ResetReason,
 )
 from server.auth import Principal
 from server.db.json_columns import from_json
@@ -36,188 +40,205 @@ from sync.cursor import (
     Cursor,
     CursorInvalid,
     CursorWrongDevice,
+    EvictConflicts,
+    EvictHeld,
     Evicting,
+    EvictionPhase,
+    EvictMovedOut,
     decode_cursor,
     encode_cursor,
     scope_fingerprint,
 )
+from sync.scope import (
+    EVERY_WARD,
+    Region,
+    Scope,
+    WardFilter,
+    backfill_wards,
+    left_scope,
+    narrowed,
+    ward_set,
+    wards_lost,
+)
 
-CITY_WIDE = ("*",)
 READ_ALL_FORM_ROLES = {"admin", "supervisor", "viewer"}
 
 
 async def pull(settings: Settings, principal: Principal, request: PullRequest) -> PullResponse:
     if request.device_id != principal.device_id:
         raise Forbidden("This token belongs to another device.", code="device_mismatch")
-    key = settings.secret_key.encode()
-    wards = CITY_WIDE if principal.city_wide else tuple(sorted(principal.wards))
     lists = tuple(sorted(await lists_for_role(principal.role)))
-    fingerprint = scope_fingerprint(wards, principal.role, lists)
-    cursor: Cursor | None = None
-    if request.cursor is not None:
-        try:
-            cursor = decode_cursor(request.cursor, key, principal.device_id)
-        except CursorWrongDevice:
-            raise BadRequest(
-                "This cursor was issued to another device.", code="cursor_device_mismatch"
-            ) from None
-        except CursorInvalid:
-            raise BadRequest(
-                "The cursor is not valid; it must be sent back unchanged.", code="cursor_invalid"
-            ) from None
-
-    reset = None
-    if (
-        cursor is not None
-        and now_ms() - cursor.issued_at_ms > settings.log_retention_days * 86_400_000
-    ):
-        cursor, reset = None, "expired"  # the device re-snapshots and keeps its outbox
-
-    changes: list[Change] = []
-    backfill: Backfill | None = None
-    position = 0
-    budget = _Budget(request.max_items, request.max_bytes)
-    if cursor is not None:
-        position = cursor.position
-        backfill = cursor.backfill
-        if cursor.scope != fingerprint or cursor.evicting is not None:
-            evicting = cursor.evicting
-            held = (
-                (evicting.wards, evicting.lists)
-                if evicting is not None
-                else (tuple(cursor.wards), tuple(cursor.lists))
-            )
-            held = (_common_wards(held[0], wards), tuple(sorted(set(held[1]) & set(lists))))
-            after = await _evictions(
-                cursor,
-                principal,
-                wards,
-                lists,
-                # (re)start when the scope they lead to changed since
-                evicting.after if evicting is not None and evicting.target == fingerprint else "",
-                budget,
-                changes,
-            )
-            if after is not None:
-                # More to evict: the cursor keeps its old scope and position until it is done.
-                more = msgspec.structs.replace(
-                    cursor,
-                    evicting=Evicting(
-                        target=fingerprint, after=after, wards=held[0], lists=held[1]
-                    ),
-                )
-                return PullResponse(
-                    cursor=encode_cursor(more, key),
-                    has_more=True,
-                    server_hlc=server_hlc(),
-                    acked_through=await _acked_through(principal, 0),
-                    reset=reset,
-                    changes=changes,
-                )
-            backfill = _rescoped_backfill(
-                msgspec.structs.replace(cursor, wards=held[0], lists=held[1]), wards, lists
-            )
-    include_conflicts = principal.role in RESOLVER_ROLES
-    form_roles = await _form_roles()
-
-    if backfill is not None:
-        rows = await change_log.read(
-            int(backfill.after or 0),
-            wards=None if backfill.wards == CITY_WIDE else backfill.wards,
-            lists=backfill.lists,
-            include_conflicts=include_conflicts,
-            limit=budget.items_left + 1,
-            through=backfill.through_position,
-        )
-        served, done = await _render(rows, principal, form_roles, budget)
-        changes.extend(served.changes)
-        backfill = (
-            None
-            if done
-            else msgspec.structs.replace(
-                backfill, after=str(served.last_position or backfill.after or 0)
-            )
-        )
-    has_more = backfill is not None
-    if backfill is None and budget.items_left > 0:
-        rows = await change_log.read(
-            position,
-            wards=None if wards == CITY_WIDE else wards,
-            lists=lists,
-            include_conflicts=include_conflicts,
-            limit=budget.items_left + 1,
-        )
-        served, done = await _render(rows, principal, form_roles, budget)
-        changes.extend(served.changes)
-        position = served.last_position or position
-        has_more = not done
-    elif backfill is None:
-        has_more = True
-
-    new_cursor = Cursor(
+    scope = Scope(ward_set(principal.wards), lists)
+    fingerprint = scope_fingerprint(scope.wards, principal.role, scope.lists)
+    cursor, reset = _opened(settings, principal, request.cursor)
+    page = _Page(request.max_items, request.max_bytes)
+    if cursor is not None and (cursor.scope != fingerprint or cursor.evicting is not None):
+        cursor = await _rescoped(cursor, principal, scope, fingerprint, page)
+        if cursor.evicting is not None:
+            # More to evict: the cursor keeps its old scope and position until it is done.
+            return await _response(settings, principal, cursor, page, reset, has_more=True)
+    position, backfill, has_more = await _serve_log(principal, cursor, scope, page)
+    issued = Cursor(
         device_id=principal.device_id,
         position=position,
         scope=fingerprint,
         issued_at_ms=now_ms(),
         backfill=backfill,
-        wards=wards,
-        lists=lists,
+        wards=scope.wards,
+        lists=scope.lists,
     )
+    return await _response(settings, principal, issued, page, reset, has_more=has_more)
+
+
+def _opened(
+    settings: Settings, principal: Principal, token: str | None
+) -> tuple[Cursor | None, ResetReason | None]:
+    """The request's cursor; None to start from a snapshot, with a reset if the device had one."""
+    if token is None:
+        return None, None
+    try:
+        cursor = decode_cursor(token, settings.secret_key.encode(), principal.device_id)
+    except CursorWrongDevice:
+        raise BadRequest(
+            "This cursor was issued to another device.", code="cursor_device_mismatch"
+        ) from None
+    except CursorInvalid:
+        raise BadRequest(
+            "The cursor is not valid; it must be sent back unchanged.", code="cursor_invalid"
+        ) from None
+    if now_ms() - cursor.issued_at_ms > settings.log_retention_days * 86_400_000:
+        return None, "expired"  # the device re-snapshots and keeps its outbox
+    return cursor, None
+
+
+async def _response(
+    settings: Settings,
+    principal: Principal,
+    cursor: Cursor,
+    page: _Page,
+    reset: ResetReason | None,
+    *,
+    has_more: bool,
+) -> PullResponse:
+    caught_up = cursor.backfill is None and cursor.evicting is None
     return PullResponse(
-        cursor=encode_cursor(new_cursor, key),
+        cursor=encode_cursor(cursor, settings.secret_key.encode()),
         has_more=has_more,
         server_hlc=server_hlc(),
-        acked_through=await _acked_through(principal, position if backfill is None else 0),
+        acked_through=await _acked_through(principal, cursor.position if caught_up else 0),
         reset=reset,
-        changes=changes,
+        changes=page.changes,
     )
 
 
-class _Budget:
+class _Page:
+    """The changes of the response being built, within the request's max_items and max_bytes."""
+
     def __init__(self, items: int, size: int) -> None:
+        self.changes: list[Change] = []
         self.items_left, self.bytes_left = items, size
 
-    def fits(self, change: Change, *, first: bool) -> bool:
+    def add(self, change: Change) -> bool:
+        """Adds the change if it fits (the page's first one always does); False if it is full."""
         size = len(msgspec.json.encode(change))
-        if not first and (self.items_left <= 0 or size > self.bytes_left):
+        if self.changes and (self.items_left <= 0 or size > self.bytes_left):
             return False
         self.items_left -= 1
         self.bytes_left -= size
+        self.changes.append(change)
         return True
 
 
-class _Served(msgspec.Struct):
-    changes: list[Change]
-    last_position: int | None
+async def _rescoped(
+    cursor: Cursor, principal: Principal, scope: Scope, fingerprint: str, page: _Page
+) -> Cursor:
+    """Evict what left the scope the cursor was served under; once that is done, owe the device
+    a back-fill of what the current scope adds. Returns the cursor still evicting (the next page
+    goes on from its phase), or one that is done with evictions."""
+    evicting = cursor.evicting
+    was_held = cursor if evicting is None else evicting
+    held = narrowed(Scope(was_held.wards, was_held.lists), scope)
+    # Go on from the phase reached, unless the scope they lead to changed since: then restart.
+    start: EvictionPhase = EvictHeld()
+    if evicting is not None and evicting.target == fingerprint:
+        start = evicting.phase
+    phase = await _evict(start, cursor, principal, scope, page)
+    if phase is not None:
+        evicting = Evicting(target=fingerprint, phase=phase, wards=held.wards, lists=held.lists)
+        return msgspec.structs.replace(cursor, evicting=evicting)
+    owed = None if cursor.backfill is None else cursor.backfill.wards
+    wards = backfill_wards(held, owed, scope)
+    backfill = Backfill(wards, scope.lists, through_position=cursor.position) if wards else None
+    return msgspec.structs.replace(cursor, backfill=backfill, evicting=None)
+
+
+async def _serve_log(
+    principal: Principal, cursor: Cursor | None, scope: Scope, page: _Page
+) -> tuple[int, Backfill | None, bool]:
+    """Fill the page from the log: what a back-fill still owes, then the changes since the
+    cursor's position. Returns the new position, the back-fill left, and whether more is left."""
+    position = 0 if cursor is None else cursor.position
+    backfill = None if cursor is None else cursor.backfill
+    include_conflicts = principal.role in RESOLVER_ROLES
+    form_roles = await _form_roles()
+
+    async def serve(
+        after: int, wards: tuple[str, ...], lists: tuple[str, ...], through: int | None
+    ) -> tuple[int | None, bool]:
+        rows = await change_log.read(
+            after,
+            wards=None if wards == EVERY_WARD else wards,
+            lists=lists,
+            include_conflicts=include_conflicts,
+            limit=page.items_left + 1,
+            through=through,
+        )
+        return await _render(rows, principal, form_roles, page)
+
+    if backfill is not None:
+        last, done = await serve(
+            backfill.after, backfill.wards, backfill.lists, backfill.through_position
+        )
+        backfill = None if done else msgspec.structs.replace(backfill, after=last or backfill.after)
+    if backfill is not None or page.items_left <= 0:
+        return position, backfill, True
+    last, done = await serve(position, scope.wards, scope.lists, None)
+    return last or position, None, not done
 
 
 async def _render(
     rows: list[dict[str, Any]],
     principal: Principal,
     form_roles: dict[str, list[str]],
-    budget: _Budget,
-) -> tuple[_Served, bool]:
-    """Turn log rows into current-state changes within the budget; says whether the log is done."""
-    limit = budget.items_left
-    page = rows[:limit]
-    entities = await _entities([r["record_id"] for r in page if r["kind"] == "entity"])
-    conflicts = await _conflicts([r["record_id"] for r in page if r["kind"] == "conflict"])
-    forms = await _forms([r["record_id"] for r in page if r["kind"] == "form"])
-    still_visible = await _still_visible(
-        [r["record_id"].split("@", 1)[0] for r in page if r["kind"] == "evict"], principal
-    )
-    served: list[Change] = []
+    page: _Page,
+) -> tuple[int | None, bool]:
+    """Turn log rows into current-state changes on the page; returns the last position served
+    (None if none) and whether the log is done."""
+    limit = page.items_left
+    rows_in_page = rows[:limit]
+    entities = await _entities([r["record_id"] for r in rows_in_page if r["kind"] == "entity"])
+    conflicts = await _conflicts([r["record_id"] for r in rows_in_page if r["kind"] == "conflict"])
+    forms = await _forms([r["record_id"] for r in rows_in_page if r["kind"] == "form"])
+    evicts = [_evicted_entity(r["record_id"]) for r in rows_in_page if r["kind"] == "evict"]
+    still_visible = await _still_visible(evicts, principal)
     last = None
-    for row in page:
+    for row in rows_in_page:
         change = _change_for(row, entities, conflicts, forms, principal, form_roles)
-        if row["kind"] == "evict" and row["record_id"].split("@", 1)[0] in still_visible:
+        if row["kind"] == "evict" and _evicted_entity(row["record_id"]) in still_visible:
             change = None  # it moved to another ward the caller also sees: keep it
-        if change is not None and not budget.fits(change, first=not served):
-            return _Served(served, last), False
-        if change is not None:
-            served.append(change)
+        if change is not None and not page.add(change):
+            return last, False
         last = int(row["position"])
-    return _Served(served, last), len(rows) <= limit
+    return last, len(rows) <= limit
+
+
+def _evicted(list_: str, entity_id: str) -> EntityChangeOut:
+    return EntityChangeOut(list=list_, id=entity_id, version=0, evict=True)
+
+
+def _evicted_entity(evict_record_id: str) -> str:
+    """The entity of an evict row ("<entity_id>@<ward it left>", see services/entities.py)."""
+    return evict_record_id.split("@", 1)[0]
 
 
 def _change_for(
@@ -234,8 +255,7 @@ def _change_for(
     if kind == "conflict":
         return conflicts.get(record_id)
     if kind == "evict":
-        entity_id = record_id.split("@", 1)[0]
-        return EntityChangeOut(list=row["list"], id=entity_id, version=0, evict=True)
+        return _evicted(row["list"], _evicted_entity(record_id))
     if kind == "form":
         if principal.role in READ_ALL_FORM_ROLES or principal.role in form_roles.get(record_id, []):
             return forms.get(record_id)
@@ -299,157 +319,151 @@ async def _form_roles() -> dict[str, list[str]]:
     }
 
 
-async def _evictions(
-    cursor: Cursor,
-    principal: Principal,
-    wards: tuple[str, ...],
-    lists: tuple[str, ...],
-    after: str,
-    budget: _Budget,
-    out: list[Change],
-) -> str | None:
+_Batch = list[tuple[EvictionPhase, Change | None]]  # each row's keyset, and what it evicts
+
+
+async def _evict(
+    phase: EvictionPhase, cursor: Cursor, principal: Principal, scope: Scope, page: _Page
+) -> EvictionPhase | None:
     """Records the device holds that left its scope: drop the local copy (not a delete).
 
-    Three phases, each keyset-paged within the page's budget: "e:" entities now in the part of
-    the old scope that left; "l:" entities that moved out of that part since the cursor (their
-    `evict` rows in the log, which the device will no longer read there); "c:" for supervisors,
-    the conflict records of that part. Returns where to go on from, or None when all are served.
-    """
-    if after == "" or after.startswith("e:"):
-        query = _left_scope(Entity, cursor, wards, lists)
-        last = after.removeprefix("e:")
-        if query is not None:
-            rows = await (
-                query.where(Entity.entity_id > last)
-                .order_by(Entity.entity_id)
-                .limit(budget.items_left + 1)
-            )
-            for row in rows:
-                change = EntityChangeOut(
-                    list=row["list"], id=row["record_id"], version=0, evict=True
-                )
-                if not budget.fits(change, first=not out):
-                    return f"e:{last}"
-                out.append(change)
-                last = row["record_id"]
-        after = "l:"
-    if after.startswith("l:"):
-        query = _left_scope(ChangeLog, cursor, wards, lists)
-        last_position = int(after.removeprefix("l:") or cursor.position)
-        if query is not None:
-            rows = await (
-                query.where(
-                    ChangeLog.kind == "evict",
-                    ChangeLog.position > max(last_position, cursor.position),
-                )
-                .order_by(ChangeLog.position)
-                .limit(budget.items_left + 1)
-            )
-            ids = [r["record_id"].split("@", 1)[0] for r in rows]
-            visible = await _still_visible(ids, principal)
-            for row, entity_id in zip(rows, ids, strict=True):
-                if entity_id not in visible or row["list"] not in lists:
-                    change = EntityChangeOut(list=row["list"], id=entity_id, version=0, evict=True)
-                    if not budget.fits(change, first=not out):
-                        return f"l:{last_position}"
-                    out.append(change)
-                last_position = int(row["position"])
-        after = "c:"
-    if principal.role in RESOLVER_ROLES:
-        query = _left_scope_conflicts(cursor, wards)
-        last = after.removeprefix("c:")
-        if query is not None:
-            rows = await (
-                query.where(ConflictRow.id > last)
-                .order_by(ConflictRow.id)
-                .limit(budget.items_left + 1)
-            )
-            for row in rows:
-                conflict = ConflictChangeOut(
-                    id=row["id"],
-                    list=row["list"],
-                    entity_id=row["entity_id"],
-                    kind=row["kind"],
-                    status=row["status"],
-                    candidates=[],
-                    evict=True,
-                )
-                if not budget.fits(conflict, first=not out):
-                    return f"c:{last}"
-                out.append(conflict)
-                last = row["id"]
+    The phases (`sync.cursor.EvictionPhase`) run in turn, each keyset-paged within the page.
+    Returns where to go on from, or None when all are served."""
+    served = Scope(cursor.wards, cursor.lists)
+    left = left_scope(served, scope)
+    lost = wards_lost(served.wards, scope.wards) if principal.role in RESOLVER_ROLES else None
+    current: EvictionPhase | None = phase
+    while current is not None:
+        limit = page.items_left + 1
+        match current:
+            case EvictHeld(after=after):
+                batch = await _held_in(left, after, limit)
+            case EvictMovedOut(after=after):
+                since = max(after, cursor.position)
+                batch = await _moved_out_of(left, since, limit, principal, scope)
+            case EvictConflicts(after=after):
+                batch = await _conflicts_in(lost, after, limit)
+        for reached, change in batch:
+            if change is not None and not page.add(change):
+                return current
+            current = reached
+        if len(batch) < limit:  # a full batch may have served nothing: read on
+            current = _next_phase(current)
     return None
 
 
-def _left_scope(
-    table: type[Entity] | type[ChangeLog],
-    cursor: Cursor,
-    wards: tuple[str, ...],
-    lists: tuple[str, ...],
-) -> Any:
-    """Rows of `table` (by its ward_code and list) in the scope the cursor was served under but
-    not in the current one; None if nothing left."""
-    old_wards, old_lists = tuple(cursor.wards), tuple(cursor.lists)
-    removed_lists = [name for name in old_lists if name not in lists]
-    removed_wards = [] if wards == CITY_WIDE else [w for w in old_wards if w not in wards]
-    ward, list_ = table.ward_code, table.list
-    where = None
-    if old_wards == CITY_WIDE and wards != CITY_WIDE:
-        where = ward.not_in(list(wards) or ["-"])
-    elif removed_wards:
-        where = ward.is_in(removed_wards)
-    if where is not None:
-        where = where & list_.is_in(list(old_lists) or ["-"])
-    if removed_lists:
-        gone = list_.is_in(removed_lists)
-        if old_wards != CITY_WIDE:
-            gone = gone & ward.is_in(list(old_wards) or ["-"])
-        where = gone if where is None else where | gone
+def _next_phase(phase: EvictionPhase) -> EvictionPhase | None:
+    match phase:
+        case EvictHeld():
+            return EvictMovedOut()
+        case EvictMovedOut():
+            return EvictConflicts()
+        case EvictConflicts():
+            return None
+
+
+async def _held_in(left: tuple[Region, ...], after: str, limit: int) -> _Batch:
+    """Entities now in the part of the old scope that left."""
+    where = _in_regions(Entity.ward_code, Entity.list, left)
     if where is None:
-        return None
-    if table is Entity:
-        return Entity.select(Entity.entity_id.as_alias("record_id"), Entity.list).where(where)
-    return ChangeLog.select(ChangeLog.position, ChangeLog.record_id, ChangeLog.list).where(where)
-
-
-def _common_wards(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    if a == CITY_WIDE:
-        return b
-    if b == CITY_WIDE:
-        return a
-    return tuple(sorted(set(a) & set(b)))
-
-
-def _wardset(wards: tuple[str, ...]) -> set[str] | None:
-    return None if wards == CITY_WIDE else set(wards)
-
-
-def _rescoped_backfill(
-    cursor: Cursor, wards: tuple[str, ...], lists: tuple[str, ...]
-) -> Backfill | None:
-    """What the device must still be back-filled with after a scope change: the new part of its
-    scope, plus what an unfinished back-fill still owed, narrowed to the current scope (a ward
-    taken away during its back-fill is not back-filled further). The range restarts at 0 and
-    runs to the cursor's position; re-sent records are harmless (state-based)."""
-    old, new = _wardset(tuple(cursor.wards)), _wardset(wards)
-    added_lists = set(lists) - set(cursor.lists)
-    if added_lists or (old is not None and new is None):
-        need: set[str] | None = new  # new lists (or the whole city): every ward of the scope
-    else:
-        need = set() if new is None else new - (old or set())
-        pending = cursor.backfill
-        if pending is not None:
-            owed = _wardset(tuple(pending.wards))
-            owed = new if owed is None else (owed if new is None else owed & new)
-            need = None if owed is None else need | owed
-    if need is not None and not need:
-        return None
-    return Backfill(
-        wards=CITY_WIDE if need is None else tuple(sorted(need)),
-        lists=lists,
-        through_position=cursor.position,
-        after=None,
+        return []
+    rows = await (
+        Entity.select(Entity.entity_id, Entity.list)
+        .where(where, Entity.entity_id > after)
+        .order_by(Entity.entity_id)
+        .limit(limit)
     )
+    return [
+        (
+            EvictHeld(r["entity_id"]),
+            _evicted(r["list"], r["entity_id"]),
+        )
+        for r in rows
+    ]
+
+
+async def _moved_out_of(
+    left: tuple[Region, ...], since: int, limit: int, principal: Principal, scope: Scope
+) -> _Batch:
+    """Entities that moved out of that part since the cursor: its evict rows in the log, which
+    the device no longer reads there. One that moved into the current scope stays."""
+    where = _in_regions(ChangeLog.ward_code, ChangeLog.list, left)
+    if where is None:
+        return []
+    rows = await (
+        ChangeLog.select(ChangeLog.position, ChangeLog.record_id, ChangeLog.list)
+        .where(where, ChangeLog.kind == "evict", ChangeLog.position > since)
+        .order_by(ChangeLog.position)
+        .limit(limit)
+    )
+    ids = [_evicted_entity(r["record_id"]) for r in rows]
+    visible = await _still_visible(ids, principal)
+    return [
+        (
+            EvictMovedOut(int(row["position"])),
+            None
+            if entity_id in visible and row["list"] in scope.lists
+            else _evicted(row["list"], entity_id),
+        )
+        for row, entity_id in zip(rows, ids, strict=True)
+    ]
+
+
+async def _conflicts_in(lost: WardFilter | None, after: str, limit: int) -> _Batch:
+    """A supervisor's conflict records of wards taken away (`lost`, None for anyone else) leave
+    the device, without values."""
+    if lost is None:
+        return []
+    conditions: list[Combinable] = [ConflictRow.id > after]
+    wards = _in_wards(ConflictRow.ward_code, lost)
+    if wards is not None:
+        conditions.append(wards)
+    rows = await (
+        ConflictRow.select(
+            ConflictRow.id,
+            ConflictRow.list,
+            ConflictRow.entity_id,
+            ConflictRow.kind,
+            ConflictRow.status,
+        )
+        .where(*conditions)
+        .order_by(ConflictRow.id)
+        .limit(limit)
+    )
+    return [
+        (
+            EvictConflicts(row["id"]),
+            ConflictChangeOut(
+                id=row["id"],
+                list=row["list"],
+                entity_id=row["entity_id"],
+                kind=row["kind"],
+                status=row["status"],
+                candidates=[],
+                evict=True,
+            ),
+        )
+        for row in rows
+    ]
+
+
+def _in_regions(ward: Column, list_: Column, regions: tuple[Region, ...]) -> Combinable | None:
+    """The rows of `regions` (by their ward and list columns); None if there are none."""
+    where: Combinable | None = None
+    for region in regions:
+        clause: Combinable = list_.is_in(list(region.lists))
+        wards = _in_wards(ward, region.wards)
+        if wards is not None:
+            clause = wards & clause
+        where = clause if where is None else where | clause
+    return where
+
+
+def _in_wards(column: Column, wards: WardFilter) -> Combinable | None:
+    """The rows of `wards`; None if that is every ward."""
+    if wards.excluding:
+        return column.not_in(list(wards.codes)) if wards.codes else None
+    return column.is_in(list(wards.codes))
 
 
 async def _still_visible(entity_ids: list[str], principal: Principal) -> set[str]:
@@ -459,26 +473,6 @@ async def _still_visible(entity_ids: list[str], principal: Principal) -> set[str
         Entity.entity_id.is_in(entity_ids)
     )
     return {r["entity_id"] for r in rows if principal.may_see_ward(r["ward_code"])}
-
-
-def _left_scope_conflicts(cursor: Cursor, wards: tuple[str, ...]) -> Any:
-    """A supervisor's conflict records of wards taken away leave the device, without values."""
-    old, new = _wardset(tuple(cursor.wards)), _wardset(wards)
-    if new is None:
-        return None
-    query = ConflictRow.select(
-        ConflictRow.id,
-        ConflictRow.list,
-        ConflictRow.entity_id,
-        ConflictRow.kind,
-        ConflictRow.status,
-    )
-    if old is None:
-        return query.where(ConflictRow.ward_code.not_in(sorted(new) or ["-"]))
-    removed = sorted(old - new)
-    if not removed:
-        return None
-    return query.where(ConflictRow.ward_code.is_in(removed))
 
 
 async def _acked_through(principal: Principal, position: int) -> int:

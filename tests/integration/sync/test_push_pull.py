@@ -19,6 +19,13 @@ async def device(api: Api, role: str = "inspector", wards: list[str] | None = No
     return Device(api.http, await api.user_session(role, wards or [HOAN_KIEM]))
 
 
+def move(staff: Device, entity_id: str, ward: str) -> dict[str, Any]:
+    """An op moving a record at version 1 to `ward`."""
+    return staff.inspection(
+        ward, entity_id=entity_id, action="update", base_version=1, properties={"ward_code": ward}
+    )
+
+
 async def test_push_creates_an_entity_and_pull_returns_it(api: Api) -> None:
     tablet = await device(api)
     op = tablet.inspection(
@@ -526,16 +533,7 @@ async def test_a_record_that_moved_out_before_the_ward_was_taken_away_is_evicted
     f = f_op["submission"]["entities"][0]["entity_id"]
     await tablet.pull_all()
     assert {e, f} <= set(tablet.store)
-    moves = [
-        staff.inspection(
-            ward,
-            entity_id=entity_id,
-            action="update",
-            base_version=1,
-            properties={"ward_code": ward},
-        )
-        for entity_id, ward in ((e, BA_DINH), (f, third))
-    ]
+    moves = [move(staff, entity_id, ward) for entity_id, ward in ((e, BA_DINH), (f, third))]
     assert [r["status"] for r in (await staff.push(*moves)).json()["results"]] == ["applied"] * 2
     response = await api.http.patch(
         f"/api/v1/users/{worker['id']}", json={"wards": [third]}, headers=api.admin.headers
@@ -545,3 +543,31 @@ async def test_a_record_that_moved_out_before_the_ward_was_taken_away_is_evicted
     assert e not in tablet.store, "moved out of its ward, then the ward was taken: still held"
     assert tablet.store[f]["version"] == 2
     assert tablet.store[f]["properties"]["ward_code"] == third
+
+
+async def test_moved_records_behind_a_full_page_of_kept_ones_are_still_evicted(api: Api) -> None:
+    """Ward A is taken away after three of its records moved to a ward the device keeps and then
+    three moved to a ward it never had. The kept ones' eviction rows come first in A's log and
+    fill a small page without being served; the other three must still be evicted."""
+    from tests.helpers import PASSWORD, login
+
+    third = "00008"
+    worker = await api.create_user("inspector", [HOAN_KIEM, BA_DINH])
+    tablet = Device(api.http, await login(api.http, worker["username"], PASSWORD))
+    staff = await device(api, wards=["*"])
+    creates = [staff.inspection(HOAN_KIEM) for _ in range(6)]
+    assert (await staff.push(*creates)).json()["last_op_seq"] == 6
+    ids = [op["submission"]["entities"][0]["entity_id"] for op in creates]
+    await tablet.pull_all()
+    assert set(ids) <= set(tablet.store)
+    for batch, ward in ((ids[:3], BA_DINH), (ids[3:], third)):
+        results = (await staff.push(*[move(staff, i, ward) for i in batch])).json()["results"]
+        assert [r["status"] for r in results] == ["applied"] * 3
+    response = await api.http.patch(
+        f"/api/v1/users/{worker['id']}", json={"wards": [BA_DINH]}, headers=api.admin.headers
+    )
+    assert response.status_code == 200, response.text
+    while (await tablet.pull(max_items=2))["has_more"]:
+        pass
+    assert [i for i in ids[3:] if i in tablet.store] == [], "moved out of scope, still held"
+    assert all(tablet.store[i]["properties"]["ward_code"] == BA_DINH for i in ids[:3])

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +14,10 @@ from sync.cursor import (
     Cursor,
     CursorInvalid,
     CursorWrongDevice,
+    EvictConflicts,
+    EvictHeld,
+    Evicting,
+    EvictMovedOut,
     decode_cursor,
     encode_cursor,
     scope_fingerprint,
@@ -25,7 +34,7 @@ def make_cursor(**overrides: object) -> Cursor:
         "position": 1234,
         "scope": scope_fingerprint(["00004", "00007"], "outreach", ["cases"]),
         "issued_at_ms": 1_700_000_000_000,
-        "backfill": Backfill(("00007",), ("cases",), through_position=1200, after="e-17"),
+        "backfill": Backfill(("00007",), ("cases",), through_position=1200, after=1187),
     }
     fields.update(overrides)
     return Cursor(**fields)  # type: ignore[arg-type]
@@ -61,8 +70,6 @@ def test_every_single_character_change_is_refused() -> None:
 @settings(max_examples=50)
 @given(st.data())
 def test_flipping_any_bit_of_the_payload_is_refused(data: st.DataObject) -> None:
-    import base64
-
     token = encode_cursor(make_cursor(), KEY)
     payload_text, signature = token.split(".")
     payload = bytearray(base64.urlsafe_b64decode(payload_text + "=" * (-len(payload_text) % 4)))
@@ -107,3 +114,32 @@ def test_scope_fingerprint_ignores_order_and_duplicates_but_not_content() -> Non
     assert scope_fingerprint(["00004"], "outreach", ["cases", "tips"]) != base
     assert scope_fingerprint(["00004", "00007"], "supervisor", ["cases", "tips"]) != base
     assert scope_fingerprint(["00004", "00007"], "outreach", ["cases"]) != base
+
+
+@pytest.mark.parametrize(
+    "phase", [EvictHeld(), EvictHeld("e-17"), EvictMovedOut(1201), EvictConflicts("c-3")]
+)
+def test_each_eviction_phase_round_trips(phase: EvictHeld | EvictMovedOut | EvictConflicts) -> None:
+    evicting = Evicting(target="f" * 32, phase=phase, wards=("00004",), lists=("cases",))
+    cursor = make_cursor(evicting=evicting)
+    assert decode_cursor(encode_cursor(cursor, KEY), KEY, DEVICE).evicting == evicting
+
+
+def _signed(fields: list[object]) -> str:
+    """A token of any layout, signed as the server signs one."""
+    payload = msgspec.msgpack.encode(fields)
+    signature = hmac.new(KEY, b"fieldsync/pull-cursor/v1\x00" + payload, hashlib.sha256).digest()
+    return ".".join(base64.urlsafe_b64encode(p).rstrip(b"=").decode() for p in (payload, signature))
+
+
+def test_a_cursor_of_the_older_layout_is_refused_only_mid_backfill_or_evictions() -> None:
+    """Before typed phases a back-fill's `after` was a string and evictions a "e:"/"l:"/"c:"
+    string; such cursors are refused (400 cursor_invalid), an idle one still reads."""
+    old = [DEVICE, 1234, "s" * 32, 1_700_000_000_000]
+    idle = _signed([*old, None, ["00004"], ["cases"], None])
+    assert decode_cursor(idle, KEY, DEVICE).position == 1234
+    backfilling = _signed([*old, [["00007"], ["cases"], 1200, "1187"], ["00004"], ["cases"], None])
+    evicting = _signed([*old, None, ["00004"], ["cases"], ["f" * 32, "e:e-17", [], []]])
+    for token in (backfilling, evicting):
+        with pytest.raises(CursorInvalid):
+            decode_cursor(token, KEY, DEVICE)
