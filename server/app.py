@@ -22,6 +22,7 @@ from server.api.auth import AuthController
 from server.api.deps import DEPENDENCIES, proxy_headers_middleware
 from server.api.forms import FormController
 from server.api.health import HealthController
+from server.api.input_guard import refuse_hostile_input
 from server.api.openapi import BEARER_SCHEME
 from server.api.sync import ConflictController, SubmissionController, SyncController
 from server.api.uploads import BlobController, UploadController
@@ -135,6 +136,7 @@ def create_app(
         dependencies=DEPENDENCIES,
         middleware=proxy_headers_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_hostile_input,  # hostile input is refused before anything decodes it
         lifespan=[resources],
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
