@@ -26,17 +26,22 @@ from litestar.params import BodyKwarg
 from schemas.common import ErrorItem
 from server.api.sync import MSGPACK_TYPES
 from server.errors import BadRequest
+from server.text_rules import (
+    CONTROL,
+    MAX_REPORTED,
+    TEXT_JUDGED_PER_OP,
+    control_characters,
+    control_item,
+    json_member,
+)
 
 log = logging.getLogger("fieldsync.input")
 
 MAX_DEPTH = 64
-MAX_REPORTED = 20  # control characters named in one answer; the client fixes them all anyway
 
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # JSON can spell them as escapes; raw C0 bytes inside a JSON string are malformed JSON anyway.
 _JSON_CONTROL_ESCAPE = re.compile(rb"\\u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
 _JSON_C1 = re.compile(b"\xc2[\x80-\x9f]")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 BodyFormat = Literal["json", "msgpack", "negotiated", "binary"]
 
@@ -55,7 +60,10 @@ async def refuse_hostile_input(request: Request[Any, Any, Any]) -> None:
     if body_format == "negotiated":
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body_format = "msgpack" if media in MSGPACK_TYPES else "json"
-    too_deep, errors = check_body(body, msgpack=body_format == "msgpack")
+    # Push judges text per op (server/services/push.py): one op's bad text must not wedge the
+    # device by refusing the ops behind it; the envelope's strings are all typed patterns.
+    per_op = bool(request.route_handler.opt.get(TEXT_JUDGED_PER_OP))
+    too_deep, errors = check_body(body, msgpack=body_format == "msgpack", control=not per_op)
     if too_deep:
         log.warning(
             "refused %s %s from %s: body nested deeper than %d levels (%d bytes)",
@@ -72,13 +80,14 @@ async def refuse_hostile_input(request: Request[Any, Any, Any]) -> None:
         raise _control_problem(errors)
 
 
-def check_body(body: bytes, *, msgpack: bool) -> tuple[bool, list[ErrorItem]]:
-    """(nested deeper than MAX_DEPTH, the strings holding control characters) of a body.
+def check_body(body: bytes, *, msgpack: bool, control: bool = True) -> tuple[bool, list[ErrorItem]]:
+    """(nested deeper than MAX_DEPTH, the strings holding control characters) of a body; the
+    second only if `control`.
 
     Decodes only a body that may hold a control character, and never a deep one.
     """
     too_deep, suspect = msgpack_scan(body) if msgpack else json_scan(body)
-    if too_deep or not suspect:
+    if too_deep or not suspect or not control:
         return too_deep, []
     try:
         value = msgspec.msgpack.decode(body) if msgpack else msgspec.json.decode(body)
@@ -103,9 +112,9 @@ def _parameter_errors(request: Request[Any, Any, Any]) -> list[ErrorItem]:
     ):
         for key, value in items:
             if isinstance(key, str) and CONTROL.search(key):
-                errors.append(_control_item(_member(source, key), key, "name"))
+                errors.append(control_item(json_member(source, key), key, "name"))
             if isinstance(value, str) and CONTROL.search(value):
-                errors.append(_control_item(_member(source, key), value, "value"))
+                errors.append(control_item(json_member(source, key), value, "value"))
     return errors[:MAX_REPORTED]
 
 
@@ -247,40 +256,3 @@ def msgpack_scan(body: bytes, limit: int = MAX_DEPTH) -> tuple[bool, bool]:
 
 
 _C0_AND_DEL = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
-
-
-def control_characters(value: Any, root: str = "$") -> list[ErrorItem]:
-    """Every string or key of a decoded document holding a control character, in document order."""
-    errors: list[ErrorItem] = []
-    pending: list[tuple[str, Any, bool]] = [(root, value, False)]  # (path, value, is a key)
-    while pending and len(errors) < MAX_REPORTED:
-        path, item, is_key = pending.pop()
-        if isinstance(item, str):
-            if CONTROL.search(item):
-                errors.append(_control_item(path, item, "name" if is_key else "value"))
-        elif isinstance(item, dict):
-            children = []
-            for key, child in item.items():
-                member = _member(path, key)
-                children += [(member, key, True), (member, child, False)]
-            pending.extend(reversed(children))
-        elif isinstance(item, list):
-            pending.extend((f"{path}[{i}]", c, False) for i, c in reversed(list(enumerate(item))))
-    return errors
-
-
-def _member(path: str, key: Any) -> str:
-    if isinstance(key, str) and _IDENTIFIER.fullmatch(key):
-        return f"{path}.{key}"
-    return f"{path}[{msgspec.json.encode(key if isinstance(key, str) else str(key)).decode()}]"
-
-
-def _control_item(path: str, text: str, what: Literal["name", "value"]) -> ErrorItem:
-    found = CONTROL.search(text)
-    code_point = f"U+{ord(found.group()):04X}" if found else "a control character"
-    return ErrorItem(
-        path=path,
-        code="control_character",
-        message=f"the {what} contains {code_point}; only tab, line feed and carriage return "
-        "are allowed",
-    )

@@ -28,6 +28,7 @@ from server.services.blobs import AttachmentStatus
 from server.services.pull import pull
 from server.services.push import apply_push, server_hlc
 from server.services.submissions import attachments_of
+from server.text_rules import TEXT_JUDGED_PER_OP
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 T = TypeVar("T")
@@ -72,6 +73,7 @@ class SyncController(Controller):
         summary="Push ops (exactly-once, contiguous op_seq)",
         responses=problems(*SIGNED_IN, *BODY, 403),
         operation_class=Documented(body=PushRequest, answer=PushResponse).operation_class(),
+        opt={TEXT_JUDGED_PER_OP: True},
     )
     async def push(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]

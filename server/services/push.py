@@ -40,6 +40,7 @@ from server.services.blobs import missing_blobs
 from server.services.entity_lists import get_list, lists_for_role, may_write
 from server.services.entity_store import EntityBatch
 from server.services.forms import accepting_spec
+from server.text_rules import control_characters_of, scrubbed
 from sync.hlc import HLC, is_too_far_ahead
 
 SERVER_NODE = "server"
@@ -99,6 +100,7 @@ class PushContext:
     specs: dict[tuple[str, str], FormSpec | DomainError] = field(default_factory=dict)
     submissions: list[tuple] = field(default_factory=list)
     attachments: list[tuple] = field(default_factory=list)
+    bad_text: dict[int, list[ErrorItem]] = field(default_factory=dict)  # op_seq -> errors
 
     async def prefetch(self, ops: list[Op]) -> None:
         subs = [op.submission for op in ops if op.submission is not None]
@@ -161,8 +163,9 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
                 ],
                 extra={"server_time": datetime.now(UTC).isoformat()},
             )
+    ops, bad_text = _judge_text(request.ops)
     try:
-        return await _apply_in_transaction(principal, request)
+        return await _apply_in_transaction(principal, ops, bad_text)
     except Exception as error:
         if type(error).__name__ != "UniqueViolationError":
             raise
@@ -175,13 +178,13 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
         ) from None
 
 
-async def _apply_in_transaction(principal: Principal, request: PushRequest) -> PushResponse:
+async def _apply_in_transaction(
+    principal: Principal, ops: list[Op], bad_text: dict[int, list[ErrorItem]]
+) -> PushResponse:
     async with transaction():
         stream = principal.op_stream
         last = await _lock_stream(principal, stream)
-        replayed = await _stored_results(
-            stream, [op.op_seq for op in request.ops if op.op_seq <= last]
-        )
+        replayed = await _stored_results(stream, [op.op_seq for op in ops if op.op_seq <= last])
         still_missing = set(
             await missing_blobs(
                 principal, (h for r in replayed.values() for h in r.missing_blobs), referenced=True
@@ -189,12 +192,12 @@ async def _apply_in_transaction(principal: Principal, request: PushRequest) -> P
         )
         results: list[OpResult] = []
         applied: list[tuple[Op, OpResult, list[change_log.ChangeRef]]] = []
-        ctx = PushContext(principal, now=datetime.now(UTC))
-        new_ops = [op for op in request.ops if op.op_seq > last]
+        ctx = PushContext(principal, now=datetime.now(UTC), bad_text=bad_text)
+        new_ops = [op for op in ops if op.op_seq > last]
         if new_ops and new_ops[0].op_seq != last + 1:
             new_ops = []  # a gap: nothing will be applied, so nothing to read or lock
         await ctx.prefetch(new_ops)
-        for op in request.ops:
+        for op in ops:
             if op.op_seq <= last:
                 stored = replayed.get(op.op_seq) or OpResult(op_seq=op.op_seq, status="applied")
                 results.append(
@@ -295,7 +298,29 @@ async def _stored_results(stream: str, op_seqs: list[int]) -> dict[int, OpResult
     return {int(r["op_seq"]): from_json(r["result"], OpResult) for r in rows}
 
 
+def _judge_text(ops: list[Op]) -> tuple[list[Op], dict[int, list[ErrorItem]]]:
+    """Control characters in an op's payload reject that op alone (server/text_rules.py), so the
+    ops behind it still apply and the device never wedges. The op is then kept as it came but
+    with those characters replaced, since PostgreSQL cannot store them."""
+    judged, bad_text = [], {}
+    for op in ops:
+        payload, root = (
+            (op.submission, "$.submission") if op.submission else (op.resolve, "$.resolve")
+        )
+        errors = control_characters_of(payload, root) if payload is not None else []
+        if errors:
+            bad_text[op.op_seq] = errors
+            op = msgspec.convert(scrubbed(msgspec.to_builtins(op)), Op)
+        judged.append(op)
+    return judged, bad_text
+
+
 async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
+    bad_text = ctx.bad_text.get(op.op_seq)
+    if bad_text:
+        if op.submission is not None:
+            _store_submission(ctx, op, content_hash(op), "rejected", bad_text)
+        return OpResult(op_seq=op.op_seq, status="rejected", errors=bad_text)
     if op.kind == "resolve":
         if op.resolve is None:
             return _rejected(op, "$.resolve", "op_invalid", "a resolve op needs `resolve`")

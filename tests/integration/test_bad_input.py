@@ -25,7 +25,7 @@ from tests.helpers import (
     new_device_id,
     unique,
 )
-from tests.integration.sync.helpers import Device
+from tests.integration.sync.helpers import Device, hlc
 from tests.integration.uploads.helpers import Tus, png, read_blob, sha256_hex
 
 pytestmark = pytest.mark.db
@@ -179,16 +179,20 @@ async def test_control_characters_in_a_user_are_refused_and_nothing_is_written(a
 
 
 @pytest.mark.parametrize("media", ["json", "msgpack"])
-async def test_control_characters_in_a_push_name_each_field_and_apply_nothing(
+async def test_control_characters_reject_their_op_alone_and_the_device_goes_on(
     api: Api, media: str
 ) -> None:
+    """Bad text in one op is that op's rejection, not the push's: a 400 would refuse the same
+    outbox for ever (the device never rewrites a queued op). The op consumes its op_seq and is
+    kept as a rejected submission, its control characters replaced by U+FFFD."""
     tablet = await device(api)
     op = tablet.inspection(
         HOAN_KIEM,
         data={"est_name": "Karaoke\u0000", "address\u0001": "x"},
         properties={"business_name": "Sao\u0085Mai", "kind": "karaoke"},
     )
-    body = {"protocol": 1, "device_id": tablet.session.device_id, "ops": [op]}
+    behind = tablet.inspection(HOAN_KIEM)
+    body = {"protocol": 1, "device_id": tablet.session.device_id, "ops": [op, behind]}
     content, content_type = (
         (msgspec.json.encode(body), "application/json")
         if media == "json"
@@ -200,18 +204,48 @@ async def test_control_characters_in_a_push_name_each_field_and_apply_nothing(
         headers={**tablet.headers, "content-type": content_type},
     )
 
-    assert control_errors(response) == [
-        ("$.ops[0].submission.data.est_name", "control_character"),
-        ('$.ops[0].submission.data["address\\u0001"]', "control_character"),
-        ("$.ops[0].submission.entities[0].properties.business_name", "control_character"),
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["status"] == "rejected"
+    assert [(e["path"], e["code"]) for e in first["errors"]] == [
+        ("$.submission.data.est_name", "control_character"),
+        ('$.submission.data["address\\u0001"]', "control_character"),
+        ("$.submission.entities[0].properties.business_name", "control_character"),
     ]
-    instance_id = op["submission"]["instance_id"]
-    assert not await Submission.exists().where(Submission.instance_id == instance_id)
-    # op_seq 1 was not consumed: the same number carries the corrected op.
-    tablet.next_seq = 1
-    retry = await tablet.push(tablet.inspection(HOAN_KIEM))
-    assert retry.status_code == 200, retry.text
-    assert retry.json()["results"][0]["status"] == "applied"
+    assert second["status"] == "applied", second
+    assert response.json()["last_op_seq"] == 2
+    kept = await Submission.select(Submission.status, Submission.data).where(
+        Submission.instance_id == op["submission"]["instance_id"]
+    )
+    assert [row["status"] for row in kept] == ["rejected"]
+    data = kept[0]["data"]
+    data = msgspec.json.decode(data) if isinstance(data, str) else data
+    assert data["est_name"] == "Karaoke\ufffd" and data["address\ufffd"] == "x"
+    entity_id = op["submission"]["entities"][0]["entity_id"]
+    changes = await tablet.pull_all()
+    assert entity_id not in {c["id"] for c in changes if c["type"] == "entity"}
+
+
+async def test_control_characters_in_a_resolve_op_reject_that_op(api: Api) -> None:
+    tablet = await device(api)
+    resolve = {
+        "op_seq": 1,
+        "op_id": str(uuid.uuid4()),
+        "hlc": hlc(node="dev"),
+        "kind": "resolve",
+        "resolve": {
+            "conflict_id": str(uuid.uuid4()),
+            "resolution_id": str(uuid.uuid4()),
+            "value": "Sao\u0000Mai",
+        },
+    }
+    response = await tablet.push(resolve)
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert result["status"] == "rejected"
+    assert [(e["path"], e["code"]) for e in result["errors"]] == [
+        ("$.resolve.value", "control_character")
+    ]
 
 
 async def test_tab_newline_and_carriage_return_are_kept(api: Api) -> None:

@@ -10,13 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.api.input_guard import (
-    CONTROL,
-    check_body,
-    control_characters,
-    json_scan,
-    msgpack_scan,
-)
+from server.api.input_guard import check_body, json_scan, msgpack_scan
+from server.text_rules import CONTROL, control_characters
 
 LIMIT = 4  # a small limit, so random documents cross it often
 
