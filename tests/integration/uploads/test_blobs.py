@@ -9,14 +9,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
+from litestar import Litestar
 
 from server.app import create_app
 from server.blobstore_s3 import S3BlobStore
 from server.db.tables_blobs import Blob, Upload
 from server.db.tables_sync import Submission, SubmissionAttachment
-from server.services import uploads
 from server.services.blobs import attachment_status, collect_garbage
+from server.services.uploads import UploadRuntime
+from server.services.uploads.hashing import Sha256Hashing
 from tests.conftest import Backend, make_settings
 from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session, assert_problem
 from tests.integration.uploads.conftest import asgi_client
@@ -187,6 +188,14 @@ async def test_gc_keeps_recent_blobs(tus: Tus, db: Backend) -> None:
 # --- on the real S3 server ---------------------------------------------------------------------
 
 
+def app_without_libcrypto(db: Backend, store: S3BlobStore) -> Litestar:
+    """A server process where libcrypto's SHA256_* API is not reachable: no savable hash."""
+    app = create_app(db.settings, engine=db.engine, blob_store=store)
+    hashing = Sha256Hashing(libcrypto=None)
+    app.state.upload_runtime = UploadRuntime(expiry=db.settings.upload_expiry, hashing=hashing)
+    return app
+
+
 async def test_s3_upload_redirects_to_a_presigned_url_that_expires(
     db: Backend, s3_store: S3BlobStore, worker: Session, tmp_path: Path
 ) -> None:
@@ -259,20 +268,19 @@ async def test_s3_restart_between_patches_resumes(
 
 
 async def test_s3_without_a_savable_hash_state_stages_privately_and_hashes_back(
-    db: Backend, s3_store: S3BlobStore, worker: Session, monkeypatch: pytest.MonkeyPatch
+    db: Backend, s3_store: S3BlobStore, worker: Session
 ) -> None:
     # Where libcrypto's SHA256_* API is not reachable, the hash cannot outlive the process: the
     # parts stage under uploads/ and the store hashes them back and copies them at completion.
-    monkeypatch.setattr(uploads, "_LIBCRYPTO", None)
     data = png(5 * MiB + 70_000)
     first = 5 * MiB + 30_000
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(app_without_libcrypto(db, s3_store)) as h:
         before = Tus(h, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
         assert (await before.patch(location, 0, data[:first])).status_code == 204
     row = await upload_row(location)
     assert row is not None and s3_store.staging_blob(str(row["staging"])) is None
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(app_without_libcrypto(db, s3_store)) as h:
         response = await Tus(h, worker.headers).patch(location, first, data[first:])
 
     assert response.status_code == 204, response.text
@@ -281,7 +289,7 @@ async def test_s3_without_a_savable_hash_state_stages_privately_and_hashes_back(
 
 
 async def test_s3_staged_at_the_blob_key_but_unresumable_hash_starts_over(
-    db: Backend, s3_store: S3BlobStore, worker: Session, monkeypatch: pytest.MonkeyPatch
+    db: Backend, s3_store: S3BlobStore, worker: Session
 ) -> None:
     # Bytes staged at the blob's key publish only with a digest: a process that cannot resume
     # the saved hash refuses the upload (410) and removes its parts, nothing readable.
@@ -291,8 +299,7 @@ async def test_s3_staged_at_the_blob_key_but_unresumable_hash_starts_over(
         before = Tus(h, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
         assert (await before.patch(location, 0, data[:first])).status_code == 204
-    monkeypatch.setattr(uploads, "_LIBCRYPTO", None)
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(app_without_libcrypto(db, s3_store)) as h:
         response = await Tus(h, worker.headers).patch(location, first, data[first:])
 
     assert_problem(response, 410, "upload_cannot_resume")
