@@ -1,5 +1,5 @@
 """What one app instance holds of uploads in use: a lock per upload, and each upload's live state
-with its parts in flight. One per app instance, drained when it stops."""
+with its parts in flight. Built in the app's lifespan and drained when it stops."""
 
 from __future__ import annotations
 
