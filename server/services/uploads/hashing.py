@@ -15,7 +15,7 @@ import hashlib
 import logging
 import struct
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 log = logging.getLogger("fieldsync.uploads")
 
@@ -38,7 +38,7 @@ class SavableSha256:
     ctypes releases the GIL during the calls, so hashing in a worker thread runs in parallel.
     """
 
-    def __init__(self, lib: Any, context: bytes | None = None) -> None:
+    def __init__(self, lib: ctypes.CDLL, context: bytes | None = None) -> None:
         self._lib = lib
         self._ctx = ctypes.create_string_buffer(_CTX_BUFFER)
         if context is None:
@@ -65,7 +65,7 @@ class SavableSha256:
         return base64.b64encode(self._ctx.raw[:_CTX_BYTES]).decode()
 
 
-def load_libcrypto() -> Any | None:
+def load_libcrypto() -> ctypes.CDLL | None:
     """libcrypto with a working SHA256_* API (the one hashlib uses), or None."""
     candidates: list[str] = []
     try:
@@ -99,7 +99,7 @@ def load_libcrypto() -> Any | None:
 class Sha256Hashing:
     """How this process hashes uploads: with a savable state (libcrypto) or without (None)."""
 
-    libcrypto: Any | None
+    libcrypto: ctypes.CDLL | None
 
     @classmethod
     def load(cls) -> Sha256Hashing:
