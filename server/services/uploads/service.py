@@ -7,6 +7,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import msgspec
 
@@ -129,11 +130,20 @@ async def get_upload(
 ) -> UploadView:
     # Waits for a PATCH in flight (one cut mid-body still commits what arrived) and for its parts
     # in flight, so the offset a resuming client reads is durable and its next PATCH's.
-    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
-    async with runtime.lock(upload_id):
+    async with _owner_lock(principal, upload_id, runtime):
         await runtime.settle(upload_id)
         row = await _usable_row(principal, upload_id, store, runtime)
     return row.view()
+
+
+@asynccontextmanager
+async def _owner_lock(
+    principal: Principal, upload_id: str, runtime: UploadRuntime
+) -> AsyncIterator[None]:
+    """Hold the upload's lock, asked only once the caller owns it: unknown ids leave no lock."""
+    await _owned_row(principal, upload_id, runtime)
+    async with runtime.lock(upload_id):
+        yield
 
 
 async def _owned_row(principal: Principal, upload_id: str, runtime: UploadRuntime) -> UploadRow:
@@ -166,8 +176,7 @@ async def _usable_row(
 async def terminate(
     principal: Principal, upload_id: str, *, store: BlobStore, runtime: UploadRuntime
 ) -> None:
-    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
-    async with runtime.lock(upload_id):
+    async with _owner_lock(principal, upload_id, runtime):
         await runtime.settle(upload_id)
         row = await _owned_row(principal, upload_id, runtime)
         if row.staging:
@@ -187,8 +196,7 @@ async def append(
     runtime: UploadRuntime,
 ) -> UploadView:
     """Stage a PATCH body at `offset`; complete and verify the upload when its last byte arrives."""
-    await _owned_row(principal, upload_id, runtime)  # before the lock: unknown ids leave none
-    async with runtime.lock(upload_id):
+    async with _owner_lock(principal, upload_id, runtime):
         row = await _owned_row(principal, upload_id, runtime)
         live = runtime.live.get(upload_id)
         if live is not None and not (
