@@ -6,6 +6,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY sync ./sync
+COPY device ./device
 COPY forms ./forms
 COPY schemas ./schemas
 RUN pip install --no-cache-dir . && useradd --system --home /app fieldsync && mkdir -p /data && chown fieldsync /data

@@ -23,7 +23,7 @@ from bench.common import (
     now_stamp,
     throwaway_database,
 )
-from sync.simulator import simulate
+from device.simulator import simulate
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
         # A client of a running server: it reads no server settings.
-        from sync.simulator import main as simulate
+        from device.simulator import main as simulate
 
         return simulate(argv[1:])
     parser = argparse.ArgumentParser(prog="fieldsync", description="fieldsync server")

@@ -24,6 +24,7 @@ from litestar import Litestar
 from piccolo.engine.base import Engine
 
 from server.app import create_app
+from server.blobstores.local import LocalBlobStore
 from server.bootstrap import ensure_first_admin
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
 from server.db.migrate import migrate
@@ -31,7 +32,6 @@ from server.services.forms import publish_templates
 from server.services.uploads import UploadRuntime
 from server.services.wards import seed_wards
 from server.settings import Settings, load_settings
-from sync.blobs import LocalBlobStore
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api
 
 pytest_plugins = ["tests.fixtures.s3"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.blobstore_s3 import S3BlobStore
+from server.blobstores.s3 import S3BlobStore
 from tests.conftest import Backend
 from tests.fixtures.s3 import S3Server
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api, assert_problem, new_device_id

@@ -10,8 +10,8 @@ import pytest
 
 from server.app import create_app
 from server.blobstores import S3Options, open_blob_store
+from server.blobstores.local import LocalBlobStore
 from server.db.engine import create_engine, use_engine
-from sync.blobs import LocalBlobStore
 from tests.conftest import Backend, make_settings
 
 

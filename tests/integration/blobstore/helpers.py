@@ -6,9 +6,10 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator
 
-from server.blobstore_s3 import S3BlobStore
 from server.blobstores import S3Options
-from sync.blobs import BlobStore, LocalBlobStore
+from server.blobstores.local import LocalBlobStore
+from server.blobstores.s3 import S3BlobStore
+from sync.blobs import BlobStore
 from tests.fixtures.s3 import S3Server
 
 MiB = 1024 * 1024

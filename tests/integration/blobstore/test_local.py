@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from server.blobstore_s3 import S3BlobStore
 from server.blobstores import BlobStoreSpecError, S3Options, open_blob_store
-from sync.blobs import BlobStoreUnavailable, LocalBlobStore
+from server.blobstores.local import LocalBlobStore
+from server.blobstores.s3 import S3BlobStore
+from sync.blobs import BlobStoreUnavailable
 from tests.integration.blobstore.helpers import chunked, read_all, sha256_hex
 
 

@@ -13,8 +13,8 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from server.blobstore_s3 import S3BlobStore
 from server.blobstores import S3Options, open_blob_store
+from server.blobstores.s3 import S3BlobStore
 from sync.blobs import BlobStoreUnavailable
 from tests.fixtures.s3 import S3Server
 from tests.integration.blobstore.helpers import chunked, s3_options, sha256_hex, unique_bucket

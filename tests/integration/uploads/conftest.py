@@ -11,7 +11,7 @@ import pytest
 from litestar import Litestar
 
 from server.app import create_app
-from server.blobstore_s3 import S3BlobStore
+from server.blobstores.s3 import S3BlobStore
 from server.db.tables_blobs import Upload
 from server.services.uploads import UploadRuntime
 from server.settings import Settings

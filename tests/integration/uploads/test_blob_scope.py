@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from server.blobstore_s3 import S3BlobStore
+from server.blobstores.s3 import S3BlobStore
 from server.db.tables_blobs import Blob
 from tests.conftest import Backend
 from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session, assert_problem

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from server.blobstore_s3 import S3BlobStore
+from server.blobstores.s3 import S3BlobStore
 from server.db.tables_blobs import Blob, Upload
 from server.db.tables_sync import Submission, SubmissionAttachment
 from server.services.blobs import attachment_status, collect_garbage

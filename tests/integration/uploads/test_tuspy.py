@@ -19,7 +19,7 @@ import pytest
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
-from server.blobstore_s3 import S3BlobStore
+from server.blobstores.s3 import S3BlobStore
 from tests.conftest import TEST_SECRET, Backend
 from tests.fixtures.s3 import S3Server
 from tests.helpers import Session

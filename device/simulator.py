@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from device.client import LocalEntity, SyncClient, SyncUnavailable
 from schemas.sync import OpResult, PushResponse
-from sync.client import LocalEntity, SyncClient, SyncUnavailable
 
 FORM_ID = "inspection"
 FORM_VERSION = "2026010101"
@@ -277,7 +277,7 @@ async def simulate(
         opened.append(admin_http)
         admin = new_client(admin_http)
         await admin.login(admin_username, admin_password)
-        headers = {"authorization": f"Bearer {admin._meta('access_token')}"}
+        headers = {"authorization": f"Bearer {admin.store.meta('access_token')}"}
         wards_response = await admin_http.get("/api/v1/wards", headers=headers)
         wards_response.raise_for_status()
         codes = sorted(w["code"] for w in wards_response.json())

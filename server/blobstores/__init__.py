@@ -1,9 +1,11 @@
-"""Build the configured blob store from FIELDSYNC_BLOB_STORE (`local:<dir>` or `s3://<bucket>`)."""
+"""The blob stores (`local`, `s3`) and the opener that builds the configured one from
+FIELDSYNC_BLOB_STORE (`local:<dir>` or `s3://<bucket>`)."""
 
 from __future__ import annotations
 
-from server.blobstore_s3 import S3BlobStore, S3Options
-from sync.blobs import BlobStore, LocalBlobStore
+from server.blobstores.local import LocalBlobStore
+from server.blobstores.s3 import S3BlobStore, S3Options
+from sync.blobs import BlobStore
 
 __all__ = ["S3Options", "open_blob_store"]
 

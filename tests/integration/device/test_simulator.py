@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from sync.simulator import main, simulate
+from device.simulator import main, simulate
 from tests.conftest import Backend
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME
 

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from device.client import SyncClient, SyncError, SyncUnavailable
+from device.simulator import FaultyTransport
 from server.auth import issue_access_token
 from server.db.tables_sync import Entity, Submission
 from server.services.entity_store import state_of
-from sync.client import SyncClient, SyncError, SyncUnavailable
-from sync.simulator import FaultyTransport
 from tests.conftest import Backend
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api
 from tests.integration.sync.helpers import INSPECTION_DATA
@@ -286,7 +286,7 @@ async def test_gap_makes_the_device_resend_from_the_servers_last(tablet: MakeTab
         )
     # A device restored from an old backup may believe the server has more than it has.
     assert client.user is not None
-    client._set_meta(f"pushed_through:{client.user['id']}", "2")
+    client.store.set_meta(f"pushed_through:{client.user['id']}", "2")
     report = await client.push()
     assert report.applied == 3 and report.last_op_seq == 3 and report.requests == 2
 
@@ -294,7 +294,7 @@ async def test_gap_makes_the_device_resend_from_the_servers_last(tablet: MakeTab
 async def test_expired_access_token_is_refreshed(tablet: MakeTablet, db: Backend) -> None:
     made = await tablet()
     client = made.client
-    refresh_before = client._meta("refresh_token")
+    refresh_before = client.store.meta("refresh_token")
     expired = issue_access_token(
         secret=db.settings.secret_key,
         user_id=made.user["id"],
@@ -302,10 +302,10 @@ async def test_expired_access_token_is_refreshed(tablet: MakeTablet, db: Backend
         device_id=client.device_id,
         lifetime=timedelta(minutes=-1),
     )
-    client._db.execute("UPDATE meta SET value = ? WHERE key = 'access_token'", (expired,))
+    client.store.db.execute("UPDATE meta SET value = ? WHERE key = 'access_token'", (expired,))
     inspect(client, HOAN_KIEM, client.create_entity("establishments", {"business_name": "T"})[1])
     assert (await client.push()).applied == 1
-    assert client._meta("refresh_token") != refresh_before
+    assert client.store.meta("refresh_token") != refresh_before
 
 
 async def test_clock_ahead_is_corrected_from_the_server(tablet: MakeTablet) -> None:
