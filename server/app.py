@@ -30,6 +30,7 @@ from server.api.wards import WardController
 from server.blobstores import S3Options, open_blob_store
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
 from server.errors import EXCEPTION_HANDLERS
+from server.services.uploads import UploadRuntime
 from server.settings import Settings
 from sync.blobs import BlobStore
 
@@ -91,9 +92,14 @@ def blob_store_from_settings(settings: Settings) -> BlobStore:
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, blob_store: BlobStore | None = None
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    blob_store: BlobStore | None = None,
+    upload_runtime: UploadRuntime | None = None,
 ) -> Litestar:
-    """Build the app. An engine or blob store passed in is owned by the caller (tests share them)."""
+    """Build the app. An engine, blob store or upload runtime passed in is owned by the caller
+    (tests share them, and drive the app without running its lifespan)."""
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
@@ -106,12 +112,12 @@ def create_app(
         if blob_store is None:
             await store.ensure_ready()
         app.state.blob_store = store
+        uploads = upload_runtime or UploadRuntime.from_settings(settings)
+        app.state.upload_runtime = uploads
         try:
             yield
         finally:
-            uploads = app.state.get("upload_runtime")
-            if uploads is not None:  # parts of tus uploads still on their way to the store
-                await uploads.drain()
+            await uploads.drain()  # parts of tus uploads still on their way to the store
             if owned_engine:
                 await close_engine(db)
 
@@ -165,5 +171,7 @@ def create_app(
         app.state.blob_store = (
             blob_store  # usable without running the lifespan (tests drive the ASGI app)
         )
+    if upload_runtime is not None:
+        app.state.upload_runtime = upload_runtime  # likewise
     logging.getLogger("fieldsync").setLevel(logging.INFO)
     return app

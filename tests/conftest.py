@@ -29,6 +29,7 @@ from server.bootstrap import ensure_first_admin
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
 from server.db.migrate import migrate
 from server.services.forms import publish_templates
+from server.services.uploads import UploadRuntime
 from server.services.wards import seed_wards
 from server.settings import Settings, load_settings
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api
@@ -101,7 +102,12 @@ async def backend(
     await ensure_first_admin(settings)
     blob_store = LocalBlobStore(data_dir / "blobs")
     await blob_store.ensure_ready()
-    app = create_app(settings, engine=engine, blob_store=blob_store)
+    app = create_app(
+        settings,
+        engine=engine,
+        blob_store=blob_store,
+        upload_runtime=UploadRuntime.from_settings(settings),
+    )
     yield Backend(request.param, url, engine, settings, app)
     await close_engine(engine)
 

@@ -13,7 +13,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, head, post, route
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.enums import HttpMethod
 from litestar.exceptions import InternalServerException
 from litestar.openapi.datastructures import ResponseSpec
@@ -73,12 +73,8 @@ def _with_tus_header(handler: Callable[..., Response[Any]]) -> Callable[..., Res
     return handle
 
 
-def _runtime(request: Request[Any, Any, Any]) -> UploadRuntime:
-    state = request.app.state
-    runtime = state.get("upload_runtime")
-    if runtime is None:
-        runtime = state.upload_runtime = UploadRuntime.from_settings(_settings(request))
-    return runtime
+def provide_upload_runtime(request: Request[Any, Any, Any]) -> UploadRuntime:
+    return request.app.state.upload_runtime
 
 
 def _store(request: Request[Any, Any, Any]) -> BlobStore:
@@ -128,6 +124,8 @@ class UploadController(Controller):
     path = "/api/v1/uploads"
     tags = ["attachments"]
     exception_handlers = {k: _with_tus_header(v) for k, v in EXCEPTION_HANDLERS.items()}
+    # Built in the app's lifespan (server/app.py): locks and parts in flight of this process.
+    dependencies = {"upload_runtime": Provide(provide_upload_runtime, sync_to_thread=False)}
 
     @route(
         "/",
@@ -190,18 +188,21 @@ class UploadController(Controller):
         ).operation_class(),
     )
     async def create(
-        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        upload_runtime: NamedDependency[UploadRuntime],
     ) -> Response[None]:
         _require_tus(request)
         length = _int_header(request, "upload-length")
         metadata = uploads.parse_metadata(request.headers.get("upload-metadata", ""))
-        store, runtime = _store(request), _runtime(request)
+        store = _store(request)
         view = await uploads.create_upload(
             principal,
             length=length,
             metadata=metadata,
             settings=_settings(request),
-            runtime=runtime,
+            runtime=upload_runtime,
             store=store,
         )
         has_body = request.headers.get("content-type", "").startswith(OFFSET_OCTET_STREAM)
@@ -213,7 +214,7 @@ class UploadController(Controller):
                 body=_body(request),
                 checksum=uploads.parse_checksum(request.headers.get("upload-checksum")),
                 store=store,
-                runtime=runtime,
+                runtime=upload_runtime,
             )
         headers = _upload_headers(view)
         headers["Location"] = f"{self.path}/{view.id}"
@@ -232,11 +233,12 @@ class UploadController(Controller):
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
+        upload_runtime: NamedDependency[UploadRuntime],
         upload_id: FromPath[str],
     ) -> Response[None]:
         _require_tus(request)
         view = await uploads.get_upload(
-            principal, upload_id, store=_store(request), runtime=_runtime(request)
+            principal, upload_id, store=_store(request), runtime=upload_runtime
         )
         return Response(content=None, status_code=200, headers=_upload_headers(view))
 
@@ -267,6 +269,7 @@ class UploadController(Controller):
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
+        upload_runtime: NamedDependency[UploadRuntime],
         upload_id: FromPath[str],
     ) -> Response[None]:
         _require_tus(request)
@@ -281,7 +284,7 @@ class UploadController(Controller):
             body=_body(request),
             checksum=uploads.parse_checksum(request.headers.get("upload-checksum")),
             store=_store(request),
-            runtime=_runtime(request),
+            runtime=upload_runtime,
         )
         return Response(content=None, status_code=204, headers=_upload_headers(view))
 
@@ -302,12 +305,11 @@ class UploadController(Controller):
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
+        upload_runtime: NamedDependency[UploadRuntime],
         upload_id: FromPath[str],
     ) -> Response[None]:
         _require_tus(request)
-        await uploads.terminate(
-            principal, upload_id, store=_store(request), runtime=_runtime(request)
-        )
+        await uploads.terminate(principal, upload_id, store=_store(request), runtime=upload_runtime)
         return Response(content=None, status_code=204, headers={"Tus-Resumable": TUS_VERSION})
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.app import create_app
 from server.blobstores.s3 import S3BlobStore
 from tests.conftest import Backend
 from tests.fixtures.s3 import S3Server
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api, assert_problem, new_device_id
 from tests.integration.blobstore.helpers import s3_options, unique_bucket
+from tests.integration.uploads.conftest import process_app
 from tests.integration.uploads.helpers import TUS, Tus, png, sha256_hex
 
 SECURITY = {
@@ -91,7 +91,7 @@ async def test_a_presigned_attachment_is_a_download_too(
 ) -> None:
     store = S3BlobStore(unique_bucket(), s3_options(s3_server))
     await store.ensure_ready()
-    app = create_app(db.settings, engine=db.engine, blob_store=store)
+    app = process_app(db, store)
     transport = httpx.ASGITransport(app=app, client=("10.9.9.8", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldsync.test") as http:
         api = await Api.as_admin(http, db.settings)

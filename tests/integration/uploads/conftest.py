@@ -13,6 +13,9 @@ from litestar import Litestar
 from server.app import create_app
 from server.blobstores.s3 import S3BlobStore
 from server.db.tables_blobs import Upload
+from server.services.uploads import UploadRuntime
+from server.settings import Settings
+from sync.blobs import BlobStore
 from tests.conftest import Backend
 from tests.fixtures.s3 import S3Server
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api, Session, login
@@ -29,9 +32,21 @@ async def s3_store(s3_server: S3Server) -> S3BlobStore:
     return store
 
 
+def process_app(
+    db: Backend,
+    store: BlobStore,
+    settings: Settings | None = None,
+    runtime: UploadRuntime | None = None,
+) -> Litestar:
+    """The app as one server process runs it: upload state of its own (a restart is a new app)."""
+    settings = settings or db.settings
+    runtime = runtime or UploadRuntime.from_settings(settings)
+    return create_app(settings, engine=db.engine, blob_store=store, upload_runtime=runtime)
+
+
 @pytest.fixture
 def s3_app(db: Backend, s3_store: S3BlobStore) -> Litestar:
-    return create_app(db.settings, engine=db.engine, blob_store=s3_store)
+    return process_app(db, s3_store)
 
 
 def asgi_client(app: Litestar) -> httpx.AsyncClient:

@@ -9,17 +9,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 
-from server.app import create_app
 from server.blobstores.s3 import S3BlobStore
 from server.db.tables_blobs import Blob, Upload
 from server.db.tables_sync import Submission, SubmissionAttachment
-from server.services import uploads
 from server.services.blobs import attachment_status, collect_garbage
+from server.services.uploads import UploadRuntime
+from server.services.uploads.hashing import Sha256Hashing
 from tests.conftest import Backend, make_settings
 from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session, assert_problem
-from tests.integration.uploads.conftest import asgi_client
+from tests.integration.uploads.conftest import asgi_client, process_app
 from tests.integration.uploads.helpers import (
     MiB,
     Tus,
@@ -187,13 +186,18 @@ async def test_gc_keeps_recent_blobs(tus: Tus, db: Backend) -> None:
 # --- on the real S3 server ---------------------------------------------------------------------
 
 
+def without_libcrypto(db: Backend) -> UploadRuntime:
+    """A server process where libcrypto's SHA256_* API is not reachable: no savable hash."""
+    return UploadRuntime(expiry=db.settings.upload_expiry, hashing=Sha256Hashing(libcrypto=None))
+
+
 async def test_s3_upload_redirects_to_a_presigned_url_that_expires(
     db: Backend, s3_store: S3BlobStore, worker: Session, tmp_path: Path
 ) -> None:
     # Long enough for the first fetch on a loaded 2-core machine, short enough to see it expire.
     ttl = 3
     settings = make_settings(tmp_path, db.url, FIELDSYNC_BLOB_URL_TTL_SECONDS=str(ttl))
-    app = create_app(settings, engine=db.engine, blob_store=s3_store)
+    app = process_app(db, s3_store, settings)
     async with asgi_client(app) as http:
         tus = Tus(http, worker.headers)
         data = png(300_000)
@@ -237,7 +241,7 @@ async def test_s3_restart_between_patches_resumes(
     db: Backend, s3_store: S3BlobStore, worker: Session
 ) -> None:
     data = png(5 * MiB + 64 * 1024 + 3)
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(process_app(db, s3_store)) as h:
         before = Tus(h, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
         first = 5 * MiB + 32 * 1024  # a part and a tail staged
@@ -247,7 +251,7 @@ async def test_s3_restart_between_patches_resumes(
         # Staged at the blob's own key (the hash state is saved with the row), so completing
         # after the restart needs no copy.
         assert s3_store.staging_blob(str(row["staging"])) == sha256_hex(data)
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(process_app(db, s3_store)) as h:
         after = Tus(h, worker.headers)
         offset = int((await after.head(location)).headers["upload-offset"])
         response = await after.patch(location, offset, data[offset:])
@@ -259,20 +263,19 @@ async def test_s3_restart_between_patches_resumes(
 
 
 async def test_s3_without_a_savable_hash_state_stages_privately_and_hashes_back(
-    db: Backend, s3_store: S3BlobStore, worker: Session, monkeypatch: pytest.MonkeyPatch
+    db: Backend, s3_store: S3BlobStore, worker: Session
 ) -> None:
     # Where libcrypto's SHA256_* API is not reachable, the hash cannot outlive the process: the
     # parts stage under uploads/ and the store hashes them back and copies them at completion.
-    monkeypatch.setattr(uploads, "_LIBCRYPTO", None)
     data = png(5 * MiB + 70_000)
     first = 5 * MiB + 30_000
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(process_app(db, s3_store, runtime=without_libcrypto(db))) as h:
         before = Tus(h, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
         assert (await before.patch(location, 0, data[:first])).status_code == 204
     row = await upload_row(location)
     assert row is not None and s3_store.staging_blob(str(row["staging"])) is None
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(process_app(db, s3_store, runtime=without_libcrypto(db))) as h:
         response = await Tus(h, worker.headers).patch(location, first, data[first:])
 
     assert response.status_code == 204, response.text
@@ -281,18 +284,17 @@ async def test_s3_without_a_savable_hash_state_stages_privately_and_hashes_back(
 
 
 async def test_s3_staged_at_the_blob_key_but_unresumable_hash_starts_over(
-    db: Backend, s3_store: S3BlobStore, worker: Session, monkeypatch: pytest.MonkeyPatch
+    db: Backend, s3_store: S3BlobStore, worker: Session
 ) -> None:
     # Bytes staged at the blob's key publish only with a digest: a process that cannot resume
     # the saved hash refuses the upload (410) and removes its parts, nothing readable.
     data = png(5 * MiB + 70_000)
     first = 5 * MiB + 30_000
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(process_app(db, s3_store)) as h:
         before = Tus(h, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
         assert (await before.patch(location, 0, data[:first])).status_code == 204
-    monkeypatch.setattr(uploads, "_LIBCRYPTO", None)
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=s3_store)) as h:
+    async with asgi_client(process_app(db, s3_store, runtime=without_libcrypto(db))) as h:
         response = await Tus(h, worker.headers).patch(location, first, data[first:])
 
     assert_problem(response, 410, "upload_cannot_resume")

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 
-from server.app import create_app
 from server.db.tables_blobs import Blob, Upload
 from sync.blobs import BlobStoreUnavailable
 from tests.conftest import Backend, make_settings
 from tests.helpers import PASSWORD, Api, Session, assert_problem, login
-from tests.integration.uploads.conftest import asgi_client
+from tests.integration.uploads.conftest import asgi_client, process_app
 from tests.integration.uploads.helpers import (
     PDF_MAGIC,
     PNG_MAGIC,
@@ -245,14 +244,14 @@ async def test_delete_terminates_the_upload(tus: Tus, db: Backend) -> None:
 
 async def test_a_restart_between_two_patches_resumes(db: Backend, worker: Session) -> None:
     data = png(6 * MiB + 99)
-    first_app = create_app(db.settings, engine=db.engine, blob_store=db.app.state.blob_store)
+    first_app = process_app(db, db.app.state.blob_store)
     async with asgi_client(first_app) as http:
         before = Tus(http, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
         cut = 5 * MiB + 5  # a part and a tail staged
         assert (await before.patch(location, 0, data[:cut])).status_code == 204
 
-    restarted = create_app(db.settings, engine=db.engine, blob_store=db.app.state.blob_store)
+    restarted = process_app(db, db.app.state.blob_store)
     async with asgi_client(restarted) as http:
         after = Tus(http, worker.headers)
         offset = int((await after.head(location)).headers["upload-offset"])
@@ -316,14 +315,14 @@ async def test_a_part_still_in_flight_when_the_server_stops_is_not_counted(
     data = png(5 * MiB + 700)
     store = db.app.state.blob_store
     held = HeldParts(store)
-    stopping = create_app(db.settings, engine=db.engine, blob_store=held)
+    stopping = process_app(db, held)
     async with asgi_client(stopping) as http:
         before = Tus(http, worker.headers)
         location = (await before.create(len(data), sha256_hex(data))).headers["location"]
         answered = await before.patch(location, 0, data[: 5 * MiB])
         assert answered.headers["upload-offset"] == str(5 * MiB)  # received, not yet stored
 
-    restarted = create_app(db.settings, engine=db.engine, blob_store=store)
+    restarted = process_app(db, store)
     async with asgi_client(restarted) as http:
         after = Tus(http, worker.headers)
         stale = await after.patch(location, 5 * MiB, data[5 * MiB :])
@@ -346,7 +345,7 @@ async def test_a_part_the_store_refuses_fails_the_next_patch_and_is_not_counted(
     held = HeldParts(db.app.state.blob_store)
     held.failure = BlobStoreUnavailable("S3 is down")
     held.release.set()
-    async with asgi_client(create_app(db.settings, engine=db.engine, blob_store=held)) as http:
+    async with asgi_client(process_app(db, held)) as http:
         tus = Tus(http, worker.headers)
         location = (await tus.create(len(data), sha256_hex(data))).headers["location"]
         assert (await tus.patch(location, 0, data[: 5 * MiB])).status_code == 204
@@ -370,7 +369,7 @@ async def test_limits_come_from_the_settings(db: Backend, worker: Session, tmp_p
         FIELDSYNC_MAX_ACTIVE_UPLOADS_PER_USER="1",
         FIELDSYNC_UPLOAD_EXPIRY_HOURS="2",
     )
-    app = create_app(settings, engine=db.engine, blob_store=db.app.state.blob_store)
+    app = process_app(db, db.app.state.blob_store, settings)
     async with asgi_client(app) as http:
         tus = Tus(http, worker.headers)
         photo = await tus.create(100, sha256_hex(b"photo"), content_type="image/png")

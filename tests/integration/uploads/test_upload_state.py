@@ -8,20 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 from litestar import Litestar
 
-from server.app import create_app
 from server.db.tables_blobs import Upload
 from server.services.uploads import UploadRuntime
 from tests.conftest import Backend
 from tests.helpers import Api, Session, assert_problem
-from tests.integration.uploads.conftest import asgi_client
+from tests.integration.uploads.conftest import asgi_client, process_app
 from tests.integration.uploads.helpers import Tus, png, sha256_hex
 
 
 def fresh_app(db: Backend, runtime: UploadRuntime) -> Litestar:
     """The app with a runtime of its own (the shared test app's runtime is shared by every test)."""
-    app = create_app(db.settings, engine=db.engine, blob_store=db.app.state.blob_store)
-    app.state.upload_runtime = runtime
-    return app
+    return process_app(db, db.app.state.blob_store, runtime=runtime)
 
 
 async def test_requests_for_unknown_or_foreign_uploads_leave_no_state(

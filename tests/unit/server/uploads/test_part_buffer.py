@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.services import uploads
+from server.services.uploads.pipeline import PartBuffer
 
 PART = 7  # small parts, so examples cross many boundaries
-
-
-@pytest.fixture(autouse=True)
-def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uploads, "STAGING_PART_SIZE", PART)
 
 
 @given(
@@ -21,7 +15,7 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     chunks=st.lists(st.binary(max_size=3 * PART), max_size=12),
 )
 def test_parts_are_the_bytes_in_order(tail: bytes, chunks: list[bytes]) -> None:
-    buffer = uploads._PartBuffer(tail)
+    buffer = PartBuffer(tail, part_size=PART)
     parts = []
     for chunk in chunks:
         while (part := buffer.add(chunk)) is not None:
