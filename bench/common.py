@@ -27,6 +27,8 @@ import asyncpg
 import httpx
 import msgspec
 
+from forms.templates.samples import inspection_answers
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Made up per run: the server is started by this process and dropped with its database.
@@ -36,16 +38,7 @@ FORM_VERSION = "2026010101"  # the programme's inspection form, published at sta
 MSGPACK = "application/msgpack"
 
 # A valid `inspection` submission (forms/templates); the entity change rides along with it.
-INSPECTION_DATA = {
-    "est_name": "Karaoke Hoa Mai",
-    "kind": "karaoke",
-    "address": "12 Phố Huế",
-    "risk_class": "high",
-    "managed": "yes",
-    "inspection_date": "2026-02-20",
-    "result": "violation_found",
-    "violations": ["no_licence", "opening_hours"],
-}
+INSPECTION_DATA = inspection_answers()
 RESULTS = ("violation_found", "no_violation")
 
 

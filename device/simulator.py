@@ -36,6 +36,7 @@ import httpx
 import msgspec
 
 from device.client import LocalEntity, SyncClient, SyncUnavailable
+from forms.templates.samples import inspection_answers
 from schemas.sync import OpResult, PushResponse
 
 FORM_ID = "inspection"
@@ -50,16 +51,7 @@ RESULTS = ("compliant", "violation_found", "closed", "not_accessible")  # lww
 MANAGED = ("yes", "no")  # lww
 VIOLATIONS = ("prostitution", "no_licence", "guest_register", "opening_hours", "other")  # set
 # Valid `inspection` data; the entity changes the ops carry are what the simulation varies.
-INSPECTION_DATA = {
-    "est_name": "Karaoke Hoa Mai",
-    "kind": "karaoke",
-    "address": "12 Phố Huế",
-    "risk_class": "high",
-    "managed": "yes",
-    "inspection_date": "2026-02-20",
-    "result": "violation_found",
-    "violations": ["no_licence"],
-}
+INSPECTION_DATA = inspection_answers(violations=["no_licence"])
 
 
 class FaultyTransport(httpx.AsyncBaseTransport):

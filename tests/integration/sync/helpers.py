@@ -9,18 +9,10 @@ from typing import Any
 
 import httpx
 
+from forms.templates.samples import inspection_answers
 from tests.helpers import Session
 
-INSPECTION_DATA = {
-    "est_name": "Karaoke Hoa Mai",
-    "kind": "karaoke",
-    "address": "12 Phố Huế",
-    "risk_class": "high",
-    "managed": "yes",
-    "inspection_date": "2026-02-20",
-    "result": "violation_found",
-    "violations": ["no_licence", "opening_hours"],
-}
+INSPECTION_DATA = inspection_answers()
 
 
 def hlc(offset_ms: int = 0, node: str = "dev") -> str:

@@ -10,71 +10,14 @@ import pytest
 
 from forms.spec import fields_by_name, sensitive_paths
 from forms.templates import build
+from forms.templates.samples import SAMPLES
 from forms.validation import validate_submission
 from forms.xlsform import import_xlsform
 
 TEMPLATES = Path(build.__file__).parent
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
-VALID: dict[str, dict[str, Any]] = {
-    "inspection": {
-        "ward_code": "00004",
-        "est_name": "Karaoke Hoa Mai",
-        "kind": "karaoke",
-        "address": "12 Phố Huế",
-        "risk_class": "high",
-        "managed": "yes",
-        "inspection_date": "2026-02-20",
-        "result": "violation_found",
-        "violations": ["no_licence", "opening_hours"],
-        "location": "21.01 105.85",
-    },
-    "training_session": {
-        "ward_code": "00004",
-        "session_date": "2026-02-10",
-        "level": "ward",
-        "topic": "Luật",
-        "trainer": "Nguyễn Văn A",
-        "participants": 30,
-    },
-    "training_attendance": {
-        "ward_code": "00004",
-        "staff_id": "CB0012",
-        "full_name": "Trần Thị B",
-        "level": "city",
-        "unit": "Sở Y tế",
-        "trained": "yes",
-        "attendance_date": "2026-02-10",
-    },
-    "outreach_contact": {
-        "ward_code": "00004",
-        "client_code": "HN001234",
-        "contact_date": "2026-02-11",
-        "contact_place": "venue",
-        "consent": "yes",
-        "screening": {"needs": "sti_testing legal_aid", "eligible": "yes"},
-        "services": [{"service_type": "sti_testing", "service_date": "2026-02-11"}],
-        "referrals": [{"referred_to": "legal_aid_centre", "referral_outcome": "pending"}],
-        "case_status": "open",
-    },
-    "communication_event": {
-        "ward_code": "00004",
-        "event_date": "2026-02-01",
-        "channel": "meeting",
-        "topic": "Phòng chống",
-        "audience_group": ["residents", "youth"],
-        "head_count": 120,
-    },
-    "tip_intake": {
-        "ward_code": "00004",
-        "tip_kind": "report",
-        "source_channel": "hotline",
-        "summary": "…",
-        "status": "verified",
-        "received_at": "2026-02-01T08:00:00+07:00",
-        "verified_at": "2026-02-02T10:00:00+07:00",
-    },
-}
+VALID = SAMPLES
 # One wrong thing per form, and where the error must point.
 INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
     "inspection": ({"kind": "casino"}, "/data/kind", "unknown_choice"),
