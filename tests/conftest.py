@@ -20,10 +20,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from argon2 import PasswordHasher, profiles
 from litestar import Litestar
 from piccolo.engine.base import Engine
 
 from server.app import create_app
+from server.auth import use_password_hasher
 from server.blobstores.local import LocalBlobStore
 from server.bootstrap import ensure_first_admin
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
@@ -35,6 +37,10 @@ from server.settings import Settings, load_settings
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api
 
 pytest_plugins = ["tests.fixtures.s3"]
+
+# Logins and new users cost an argon2 hash each; the suite makes hundreds, at the cheapest
+# parameters (servers started as subprocesses keep the real ones).
+use_password_hasher(PasswordHasher.from_parameters(profiles.CHEAPEST))
 
 PG_ADMIN_URL = os.environ.get(
     "FIELDSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,13 +11,12 @@ from litestar import Litestar
 
 from server.app import create_app
 from server.blobstores.s3 import S3BlobStore
-from server.db.tables_blobs import Upload
 from server.services.uploads import UploadRuntime
 from server.settings import Settings
 from sync.blobs import BlobStore
 from tests.conftest import Backend
 from tests.fixtures.s3 import S3Server
-from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, Api, Session, login
+from tests.helpers import Api, Session
 from tests.integration.blobstore.helpers import s3_options, unique_bucket
 from tests.integration.uploads.helpers import Tus
 
@@ -60,39 +58,11 @@ async def s3_http(s3_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-# Logins and new users each run argon2 (a few tenths of a second): the admin's and the worker's
-# sessions are made once per database and shared by this package's tests.
-_SESSIONS: dict[tuple[str, str], tuple[float, Session]] = {}
-_REUSE_FOR_SECONDS = 600.0  # access tokens live 15 minutes
-
-
-async def _shared(db: Backend, who: str, make: Callable[[], Awaitable[Session]]) -> Session:
-    made = _SESSIONS.get((db.name, who))
-    if made is None or time.monotonic() - made[0] > _REUSE_FOR_SECONDS:
-        made = (time.monotonic(), await make())
-        _SESSIONS[(db.name, who)] = made
-    return made[1]
-
-
 @pytest.fixture
-async def api(client: httpx.AsyncClient, db: Backend) -> Api:
-    """The admin helper of tests/conftest.py, on a shared admin session."""
-    admin = await _shared(db, "admin", lambda: login(client, ADMIN_USERNAME, ADMIN_PASSWORD))
-    return Api(client, db.settings, admin)
-
-
-@pytest.fixture
-async def worker(api: Api, db: Backend) -> Session:
-    """An outreach worker of Hoan Kiem (the default ward of Api.create_user), shared by the tests
-    of one database; each test starts with none of its uploads unfinished (the per-user limit
-    counts them), the ones earlier tests left behind marked expired."""
-    session = await _shared(db, "worker", lambda: api.user_session("outreach"))
-    await (
-        Upload.update({Upload.state: "expired"})
-        .where((Upload.user_id == session.user["id"]) & (Upload.state == "active"))
-        .run()
-    )
-    return session
+async def worker(api: Api) -> Session:
+    """An outreach worker of Hoan Kiem (the default ward of Api.create_user), new for each test,
+    so the per-user limit on unfinished uploads starts at zero."""
+    return await api.user_session("outreach")
 
 
 @pytest.fixture
