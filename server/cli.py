@@ -1,4 +1,4 @@
-"""`fieldsync` command line: serve, migrate, create-user, seed-wards."""
+"""`fieldsync` command line: serve, migrate, seed-wards, create-user, gc-blobs, simulate."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ class Device(Table, tablename="device", schema=None):
 
 ID = "2026-11-29T05:05:01:799454"
 VERSION = "1.38.0"
-DESCRIPTION = "True"
+DESCRIPTION = "users, devices, refresh tokens, login throttle, wards, audit log"
 
 
 async def forwards():
