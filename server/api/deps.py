@@ -15,7 +15,7 @@ from server.settings import Settings
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
@@ -28,7 +28,9 @@ def proxy_headers_middleware(settings: Settings) -> list[DefineMiddleware]:
     cannot choose the address that the audit log records and login throttling counts."""
     if not settings.trusted_proxy_list:
         return []
-    return [DefineMiddleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)]
+    # uvicorn types its ASGI callables with its own aliases, which Litestar's do not name.
+    proxy_headers: Any = ProxyHeadersMiddleware
+    return [DefineMiddleware(proxy_headers, trusted_hosts=settings.trusted_proxy_list)]
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -106,7 +106,8 @@ def use_engine(engine: Engine) -> None:
     from server.db import piccolo_conf
 
     piccolo_conf.DB = engine
-    for table in [*ALL_TABLES, Migration]:
+    tables: list[type[Table]] = [*ALL_TABLES, Migration]
+    for table in tables:
         table._meta.db = engine
 
 

@@ -7,8 +7,9 @@ which looks the engine up through this module, always uses the engine the settin
 import os
 
 from piccolo.conf.apps import AppRegistry
+from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine
 
-DB = SQLiteEngine(path=os.environ.get("FIELDSYNC_PICCOLO_SQLITE", "var/fieldsync.db"))
+DB: Engine = SQLiteEngine(path=os.environ.get("FIELDSYNC_PICCOLO_SQLITE", "var/fieldsync.db"))
 
 APP_REGISTRY = AppRegistry(apps=["server.db.piccolo_app"])

@@ -46,7 +46,7 @@ CONFLICT_COLUMNS = (
 
 
 def state_of(row: dict[str, Any]) -> EntityState:
-    return from_json(row["state"], EntityState)  # type: ignore[no-any-return]
+    return from_json(row["state"], EntityState)
 
 
 async def load(entity_id: str, *, lock: bool = False) -> dict[str, Any] | None:
@@ -189,7 +189,8 @@ class EntityBatch:
         """Write the changed entities (new ones INSERTed, so a concurrent create of the same id
         fails instead of being overwritten) and the new conflict records."""
         now = datetime.now(UTC)
-        new_rows, changed_rows = [], []
+        new_rows: list[tuple[Any, ...]] = []
+        changed_rows: list[tuple[Any, ...]] = []
         for stored in self._known.values():
             if stored is None or not stored.dirty:
                 continue
