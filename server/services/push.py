@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
+from asyncpg.exceptions import UniqueViolationError
 
 from forms.spec import FormSpec
 from forms.validation import validate_submission
@@ -166,9 +167,7 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
     ops, bad_text = _judge_text(request.ops)
     try:
         return await _apply_in_transaction(principal, ops, bad_text)
-    except Exception as error:
-        if type(error).__name__ != "UniqueViolationError":
-            raise
+    except UniqueViolationError:
         # Another device's push committed the same key first (an instance_id, a new entity id):
         # nothing of this push was applied; a retry re-reads and decides.
         raise ServiceUnavailable(
