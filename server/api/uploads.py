@@ -21,6 +21,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect, Stream
 
 from schemas.blobs import BlobCheck, BlobCheckResult
+from schemas.errors import ErrorCode
 from server.api.openapi import (
     ANY_TYPE,
     BEARER,
@@ -95,7 +96,9 @@ def _require_tus(request: Request[Any, Any, Any]) -> None:
 def _int_header(request: Request[Any, Any, Any], name: str) -> int:
     value = request.headers.get(name, "")
     if not value.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer.", code="tus_header_invalid")
+        raise BadRequest(
+            f"{name} must be a non-negative integer.", code=ErrorCode.TUS_HEADER_INVALID
+        )
     return int(value)
 
 
@@ -275,7 +278,7 @@ class UploadController(Controller):
         _require_tus(request)
         if not request.headers.get("content-type", "").startswith(OFFSET_OCTET_STREAM):
             raise UnsupportedMediaType(
-                f"PATCH bodies must be {OFFSET_OCTET_STREAM}.", code="tus_content_type"
+                f"PATCH bodies must be {OFFSET_OCTET_STREAM}.", code=ErrorCode.TUS_CONTENT_TYPE
             )
         view = await uploads.append(
             principal,
@@ -380,7 +383,7 @@ class BlobController(Controller):
 
 class RangeNotSatisfiable(DomainError):
     status = 416
-    code = "range_not_satisfiable"
+    code = ErrorCode.RANGE_NOT_SATISFIABLE
     title = "Range not satisfiable"
 
 
