@@ -110,6 +110,24 @@ class TooManyRequests(DomainError):
     title = "Too many requests"
 
 
+class PreconditionFailed(DomainError):
+    status = 412
+    code = ErrorCode.TUS_VERSION_UNSUPPORTED
+    title = "Unsupported protocol version"
+
+
+class RangeNotSatisfiable(DomainError):
+    status = 416
+    code = ErrorCode.RANGE_NOT_SATISFIABLE
+    title = "Range not satisfiable"
+
+
+class ChecksumMismatch(DomainError):
+    status = 460  # tus checksum extension: "Checksum Mismatch"
+    code = ErrorCode.CHECKSUM_MISMATCH
+    title = "Checksum mismatch"
+
+
 class ServiceUnavailable(DomainError):
     status = 503
     code = ErrorCode.UNAVAILABLE

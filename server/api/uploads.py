@@ -34,14 +34,19 @@ from server.api.openapi import (
     problems,
 )
 from server.auth import Principal
-from server.errors import EXCEPTION_HANDLERS, BadRequest, DomainError, UnsupportedMediaType
+from server.errors import (
+    EXCEPTION_HANDLERS,
+    BadRequest,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    UnsupportedMediaType,
+)
 from server.services import blobs, uploads
 from server.services.uploads import (
     CHECKSUM_ALGORITHMS,
     TUS_EXTENSIONS,
     TUS_VERSION,
     ClientDisconnected,
-    PreconditionFailed,
     UploadRuntime,
     UploadView,
 )
@@ -379,12 +384,6 @@ class BlobController(Controller):
             common["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
         chunks = await store.open(sha256, offset=start, length=end - start)
         return Stream(chunks, status_code=status, media_type=blob.content_type, headers=common)
-
-
-class RangeNotSatisfiable(DomainError):
-    status = 416
-    code = ErrorCode.RANGE_NOT_SATISFIABLE
-    title = "Range not satisfiable"
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int]:

@@ -18,7 +18,13 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from server.db.tables_blobs import Blob
-from server.errors import Gone, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from server.errors import (
+    ChecksumMismatch,
+    Gone,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from server.services.blobs import (
     SNIFF_BYTES,
     normalize_content_type,
@@ -37,7 +43,6 @@ from server.services.uploads.runtime import Flight, Live, UploadRuntime
 from server.services.uploads.tus import (
     CHECKSUM_ALGORITHMS,
     Checksum,
-    ChecksumMismatch,
     ClientDisconnected,
 )
 from sync.blobs import STAGING_PART_SIZE, BlobHashMismatch, BlobStore, StagedPart

@@ -9,23 +9,11 @@ import hashlib
 from typing import NamedTuple
 
 from schemas.errors import ErrorCode
-from server.errors import BadRequest, DomainError
+from server.errors import BadRequest
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
-
-
-class ChecksumMismatch(DomainError):
-    status = 460  # tus checksum extension: "Checksum Mismatch"
-    code = ErrorCode.CHECKSUM_MISMATCH
-    title = "Checksum mismatch"
-
-
-class PreconditionFailed(DomainError):
-    status = 412
-    code = ErrorCode.TUS_VERSION_UNSUPPORTED
-    title = "Unsupported protocol version"
 
 
 class ClientDisconnected(Exception):
