@@ -46,6 +46,7 @@ from msgspec import UNSET, UnsetType
 
 from device.store import DeviceStore, LocalEntity, OutboxEntry
 from device.transport import API, Sleep, SyncError, SyncUnavailable, Transport
+from schemas.errors import ErrorCode
 from schemas.sync import (
     Attachment,
     ConflictChangeOut,
@@ -154,7 +155,8 @@ class SyncClient:
                 self.store.set_meta("device_id", device_id)
         elif stored_device != device_id:
             raise SyncError(
-                f"this store belongs to device {stored_device}", code="store_device_mismatch"
+                f"this store belongs to device {stored_device}",
+                code=ErrorCode.STORE_DEVICE_MISMATCH,
             )
         self._clock = Clock(self._node, self._hlc_now, last=self.store.meta("hlc_last"))
 
@@ -190,7 +192,7 @@ class SyncClient:
         """The logged-in user's id: their op stream on this tablet."""
         user = self.user
         if user is None:
-            raise SyncError("log in first", code="not_logged_in")
+            raise SyncError("log in first", code=ErrorCode.NOT_LOGGED_IN)
         return str(user["id"])
 
     def _pushed_through(self) -> int:
@@ -209,7 +211,7 @@ class SyncClient:
                 raise SyncError(
                     f"{current['username']} has ops on this tablet that have not reached the "
                     "server; sync them before another user logs in",
-                    code="unsent_ops_of_other_user",
+                    code=ErrorCode.UNSENT_OPS_OF_OTHER_USER,
                 )
         body = {
             "username": username,
@@ -300,7 +302,7 @@ class SyncClient:
         current = self.entity(list_name, entity_id)
         if current is None:
             raise SyncError(
-                f"no {list_name} record {entity_id} on this device", code="entity_unknown"
+                f"no {list_name} record {entity_id} on this device", code=ErrorCode.ENTITY_UNKNOWN
             )
         return current
 
@@ -441,7 +443,9 @@ class SyncClient:
                 self._record_push(body, report)
                 if body.last_op_seq == pushed and not body.results:
                     # Nothing moved although the server is at `pushed`: do not spin.
-                    raise SyncError("the server applied none of the ops", code="push_stalled")
+                    raise SyncError(
+                        "the server applied none of the ops", code=ErrorCode.PUSH_STALLED
+                    )
 
     def _record_push(self, body: PushResponse, report: PushReport) -> None:
         stream = self._stream

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import httpx
 
 from device.store import DeviceStore
+from schemas.errors import ErrorCode
 from schemas.sync import decode, encode
 
 API = "/api/v1"
@@ -23,7 +24,7 @@ SaveTokens = Callable[[dict[str, Any]], object]
 class SyncError(Exception):
     """The server refused a request (a problem+json `code`), or the device cannot go on."""
 
-    code: ClassVar[str] = "sync_error"
+    code: ClassVar[ErrorCode] = ErrorCode.SYNC_ERROR
 
     def __init__(
         self,
@@ -42,7 +43,7 @@ class SyncError(Exception):
 class SyncUnavailable(SyncError):
     """The server stayed unreachable (or busy) through every retry: try again later."""
 
-    code: ClassVar[str] = "unavailable"
+    code: ClassVar[ErrorCode] = ErrorCode.UNAVAILABLE
 
 
 class Transport:
@@ -93,7 +94,7 @@ class Transport:
             if auth:
                 token = self.store.meta("access_token")
                 if token is None:
-                    raise SyncError("log in first", code="not_logged_in")
+                    raise SyncError("log in first", code=ErrorCode.NOT_LOGGED_IN)
                 headers["authorization"] = f"Bearer {token}"
             retry_after: float | None = None
             try:
@@ -121,7 +122,7 @@ class Transport:
     async def refresh_tokens(self) -> None:
         refresh_token = self.store.meta("refresh_token")
         if refresh_token is None:
-            raise SyncError("log in first", code="not_logged_in")
+            raise SyncError("log in first", code=ErrorCode.NOT_LOGGED_IN)
         # Not retried: if the answer is lost the token is rotated anyway and resending it would
         # end the whole session family (theft detection); the caller logs in again then.
         response = await self.http.post(

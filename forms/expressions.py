@@ -44,6 +44,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Final
 
 from forms.xpath_regex import UnsafeRegex, regex_matches
+from schemas.errors import CodedError, ErrorCode
 
 MAX_EXPRESSION_LENGTH: Final = 10_000
 MAX_NESTING: Final = 100
@@ -53,8 +54,8 @@ MAX_STRING_LENGTH: Final = 1_000_000
 Value = bool | float | str | date | datetime
 
 
-class ExpressionSyntaxError(Exception):
-    code = "expression_syntax"
+class ExpressionSyntaxError(CodedError):
+    code = ErrorCode.EXPRESSION_SYNTAX
 
     def __init__(self, message: str, position: int) -> None:
         super().__init__(f"{message} (at character {position + 1})")
@@ -62,10 +63,10 @@ class ExpressionSyntaxError(Exception):
         self.position = position
 
 
-class NotEvaluable(Exception):
+class NotEvaluable(CodedError):
     """The expression uses something this evaluator does not support, or exceeded its limits."""
 
-    code = "expression_not_evaluable"
+    code = ErrorCode.EXPRESSION_NOT_EVALUABLE
 
 
 # ---------------------------------------------------------------------------------------- AST

@@ -19,6 +19,7 @@ from typing import Any
 from forms import expressions
 from forms.spec import walk_fields
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 from schemas.forms import Field, FormSpec, NotChecked, ValidationResult
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -219,7 +220,9 @@ class _Run:
         for key in container:
             if key not in known:
                 self.error(
-                    f"{path}/{key}", "unknown_field", _message("unknown_field", self.language)
+                    f"{path}/{key}",
+                    ErrorCode.UNKNOWN_FIELD,
+                    _message("unknown_field", self.language),
                 )
         for f in fields:
             self.field(f, container.get(f.name), f"{path}/{f.name}", relevant, instances, position)
@@ -241,20 +244,26 @@ class _Run:
             return  # ODK clears non-relevant answers, so nothing about them is checked
         if f.type == "group":
             if not _is_empty(value) and not isinstance(value, dict):
-                self.error(path, "wrong_type", f"{_message('wrong_type', self.language)} group")
+                self.error(
+                    path, ErrorCode.WRONG_TYPE, f"{_message('wrong_type', self.language)} group"
+                )
                 return
             self.walk(f.children, value or {}, path, relevant, instances, position)
             return
         if f.type == "repeat":
             if not _is_empty(value) and not isinstance(value, list):
-                self.error(path, "wrong_type", f"{_message('wrong_type', self.language)} repeat")
+                self.error(
+                    path, ErrorCode.WRONG_TYPE, f"{_message('wrong_type', self.language)} repeat"
+                )
                 return
             items: list[Any] = value if isinstance(value, list) else []
             for index, item in enumerate(items, start=1):
                 item_path = f"{path}[{index}]"
                 if not isinstance(item, dict):
                     self.error(
-                        item_path, "wrong_type", f"{_message('wrong_type', self.language)} group"
+                        item_path,
+                        ErrorCode.WRONG_TYPE,
+                        f"{_message('wrong_type', self.language)} group",
                     )
                     continue
                 inner = {**instances, f.path: item}
@@ -277,7 +286,9 @@ class _Run:
             self.required(f, path, relevant, instances, position)
             return
         if not _type_ok(f.type, value):
-            self.error(path, "wrong_type", f"{_message('wrong_type', self.language)} {f.type}")
+            self.error(
+                path, ErrorCode.WRONG_TYPE, f"{_message('wrong_type', self.language)} {f.type}"
+            )
             return
         if f.type in ("select_one", "select_multiple"):
             if not f.choices_known:
@@ -291,7 +302,7 @@ class _Run:
                 if unknown:
                     self.error(
                         path,
-                        "unknown_choice",
+                        ErrorCode.UNKNOWN_CHOICE,
                         f"{_message('unknown_choice', self.language)}: {', '.join(unknown)}",
                     )
                     return
@@ -301,7 +312,9 @@ class _Run:
                 message = _form_message(
                     f.constraint_message, self.language, self.spec.default_language
                 )
-                self.error(path, "constraint", message or _message("constraint", self.language))
+                self.error(
+                    path, ErrorCode.CONSTRAINT, message or _message("constraint", self.language)
+                )
 
     def required(
         self,
@@ -323,7 +336,7 @@ class _Run:
             needed = self.check("required", f.required, path, None, instances, position)
         if needed:
             message = _form_message(f.required_message, self.language, self.spec.default_language)
-            self.error(path, "required", message or _message("required", self.language))
+            self.error(path, ErrorCode.REQUIRED, message or _message("required", self.language))
 
 
 def _chains(fields: list[Field], above: list[Field], into: dict[str, list[Field]]) -> None:

@@ -24,6 +24,7 @@ from pyxform.xls2xform import convert
 
 from forms import expressions
 from forms.spec import language_code, with_hash
+from schemas.errors import CodedError, ErrorCode
 from schemas.forms import Choice, EntityBinding, Field, FieldType, FormSpec, ImportIssue
 
 MAX_ISSUES = 200
@@ -102,10 +103,10 @@ _PYXFORM_SHEET = re.compile(r"'(survey|choices|settings|entities|external_choice
 _RELATIVE_REF = re.compile(r"(?<![\w/.])\.\./([A-Za-z_][\w.-]*)")
 
 
-class FormImportError(Exception):
+class FormImportError(CodedError):
     """The upload is not a usable form; `issues` says where and why."""
 
-    code = "xlsform_invalid"
+    code = ErrorCode.XLSFORM_INVALID
 
     def __init__(self, issues: list[ImportIssue]) -> None:
         self.issues = issues[:MAX_ISSUES]
@@ -116,7 +117,7 @@ class FormImportError(Exception):
 class FormTooLarge(FormImportError):
     """The workbook unpacks to more bytes or cells than a form has (a decompression bomb)."""
 
-    code = "xlsform_too_large"
+    code = ErrorCode.XLSFORM_TOO_LARGE
 
 
 def _describe(issue: ImportIssue) -> str:

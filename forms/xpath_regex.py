@@ -16,6 +16,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from schemas.errors import CodedError, ErrorCode
+
 MAX_PATTERN_LENGTH = 500
 MAX_SUBJECT_LENGTH = 10_000
 # Rough bound on backtracking states; `re` explores far more than this many per second.
@@ -31,8 +33,10 @@ _REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
 _ANCHORS = frozenset({"AT_BEGINNING", "AT_BEGINNING_STRING"})
 
 
-class UnsafeRegex(Exception):
+class UnsafeRegex(CodedError):
     """The pattern is invalid, too long, or could backtrack too long on this subject."""
+
+    code = ErrorCode.EXPRESSION_NOT_EVALUABLE
 
 
 @lru_cache(maxsize=512)

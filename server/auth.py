@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from litestar import Request
 
+from schemas.errors import ErrorCode
 from schemas.identity import CITY_WIDE
 from server.errors import Forbidden, Unauthorized
 
@@ -129,14 +130,14 @@ def decode_access_token(token: str, *, secret: str) -> dict[str, Any]:
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized(
-            "The access token has expired; refresh it.", code="token_expired"
+            "The access token has expired; refresh it.", code=ErrorCode.TOKEN_EXPIRED
         ) from None
     except jwt.InvalidAudienceError:
         raise Unauthorized(
-            "The access token is not for this service.", code="token_invalid"
+            "The access token is not for this service.", code=ErrorCode.TOKEN_INVALID
         ) from None
     except jwt.PyJWTError:
-        raise Unauthorized("The access token is not valid.", code="token_invalid") from None
+        raise Unauthorized("The access token is not valid.", code=ErrorCode.TOKEN_INVALID) from None
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str:
@@ -145,7 +146,7 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(
             "Send the access token as 'Authorization: Bearer <token>'.",
-            code="token_missing",
+            code=ErrorCode.TOKEN_MISSING,
             headers={"WWW-Authenticate": 'Bearer realm="fieldsync"'},
         )
     return token.strip()
@@ -153,4 +154,6 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
 
 def require_role(principal: Principal, *roles: str) -> None:
     if principal.role not in roles:
-        raise Forbidden(f"This action needs the role {' or '.join(roles)}.", code="role_forbidden")
+        raise Forbidden(
+            f"This action needs the role {' or '.join(roles)}.", code=ErrorCode.ROLE_FORBIDDEN
+        )

@@ -12,11 +12,18 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import asyncpg.exceptions
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from forms.xlsform import FormImportError, FormTooLarge
 from schemas.common import ErrorItem, Problem
+from schemas.errors import CodedError, ErrorCode
+from sync.blobs import BlobHashMismatch, BlobNotFound, BlobStoreUnavailable
+from sync.cursor import CursorInvalid, CursorWrongDevice
+from sync.hlc import ClockSkew, HLCInvalid
+from sync.merge import ConflictStale, ResolutionInvalid
 
 log = logging.getLogger("fieldsync.errors")
 
@@ -25,14 +32,14 @@ PROBLEM_JSON = "application/problem+json"
 
 class DomainError(Exception):
     status: ClassVar[int] = 400
-    code: ClassVar[str] = "bad_request"
+    code: ClassVar[ErrorCode] = ErrorCode.BAD_REQUEST
     title: ClassVar[str] = "Bad request"
 
     def __init__(
         self,
         detail: str = "",
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         errors: list[ErrorItem] | None = None,
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
@@ -51,91 +58,131 @@ class BadRequest(DomainError):
 
 class Unauthorized(DomainError):
     status = 401
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
     title = "Authentication required"
 
 
 class Forbidden(DomainError):
     status = 403
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
     title = "Not allowed"
 
 
 class NotFound(DomainError):
     status = 404
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
     title = "Not found"
 
 
 class Conflict(DomainError):
     status = 409
-    code = "conflict"
+    code = ErrorCode.CONFLICT
     title = "Conflict"
 
 
 class Gone(DomainError):
     status = 410
-    code = "gone"
+    code = ErrorCode.GONE
     title = "Gone"
 
 
 class PayloadTooLarge(DomainError):
     status = 413
-    code = "payload_too_large"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
     title = "Payload too large"
 
 
 class UnsupportedMediaType(DomainError):
     status = 415
-    code = "unsupported_media_type"
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
     title = "Unsupported media type"
 
 
 class Unprocessable(DomainError):
     status = 422
-    code = "unprocessable"
+    code = ErrorCode.UNPROCESSABLE
     title = "Unprocessable content"
 
 
 class TooManyRequests(DomainError):
     status = 429
-    code = "too_many_requests"
+    code = ErrorCode.TOO_MANY_REQUESTS
     title = "Too many requests"
+
+
+class PreconditionFailed(DomainError):
+    status = 412
+    code = ErrorCode.TUS_VERSION_UNSUPPORTED
+    title = "Unsupported protocol version"
+
+
+class RangeNotSatisfiable(DomainError):
+    status = 416
+    code = ErrorCode.RANGE_NOT_SATISFIABLE
+    title = "Range not satisfiable"
+
+
+class ChecksumMismatch(DomainError):
+    status = 460  # tus checksum extension: "Checksum Mismatch"
+    code = ErrorCode.CHECKSUM_MISMATCH
+    title = "Checksum mismatch"
 
 
 class ServiceUnavailable(DomainError):
     status = 503
-    code = "unavailable"
+    code = ErrorCode.UNAVAILABLE
     title = "Service temporarily unavailable"
 
 
-# Errors raised by the pure packages carry a `code`; this maps their class names to an HTTP status.
-_PURE_ERROR_STATUS: dict[str, int] = {
-    "BlobStoreUnavailable": 503,
-    "BlobHashMismatch": 422,
-    "BlobNotFound": 404,
-    "CursorInvalid": 400,
-    "CursorWrongDevice": 400,
-    "FormImportError": 400,
-    "ConflictStale": 409,
-    "ResolutionInvalid": 400,
-    "ClockSkew": 400,
-    "HLCInvalid": 400,
+# The pure packages' errors that may reach a client, by type: a subclass answers as its base.
+PURE_ERROR_STATUS: dict[type[CodedError], int] = {
+    BlobStoreUnavailable: 503,
+    BlobHashMismatch: 422,
+    BlobNotFound: 404,
+    CursorInvalid: 400,
+    CursorWrongDevice: 400,
+    FormTooLarge: 413,
+    FormImportError: 400,
+    ConflictStale: 409,
+    ResolutionInvalid: 400,
+    ClockSkew: 400,
+    HLCInvalid: 400,
 }
 
+# Exact types: other InterfaceError subclasses (DataError...) are bugs, not outages.
+_TRANSIENT_ASYNCPG_ERRORS: frozenset[type[Exception]] = frozenset(
+    {
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.ConnectionFailureError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.CrashShutdownError,
+        asyncpg.exceptions.SerializationError,
+        asyncpg.exceptions.DeadlockDetectedError,
+    }
+)
+
+
+def pure_error_status(exc: CodedError) -> int | None:
+    """The HTTP status of a pure package's error, from its nearest mapped class; None if unmapped."""
+    return next((PURE_ERROR_STATUS[c] for c in type(exc).__mro__ if c in PURE_ERROR_STATUS), None)
+
+
 _STATUS_CODES = {
-    400: ("bad_request", "Bad request"),
-    401: ("unauthorized", "Authentication required"),
-    403: ("forbidden", "Not allowed"),
-    404: ("not_found", "Not found"),
-    405: ("method_not_allowed", "Method not allowed"),
-    406: ("not_acceptable", "Not acceptable"),
-    409: ("conflict", "Conflict"),
-    413: ("payload_too_large", "Payload too large"),
-    415: ("unsupported_media_type", "Unsupported media type"),
-    429: ("too_many_requests", "Too many requests"),
-    500: ("internal_error", "Internal server error"),
-    503: ("unavailable", "Service temporarily unavailable"),
+    400: (ErrorCode.BAD_REQUEST, "Bad request"),
+    401: (ErrorCode.UNAUTHORIZED, "Authentication required"),
+    403: (ErrorCode.FORBIDDEN, "Not allowed"),
+    404: (ErrorCode.NOT_FOUND, "Not found"),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed"),
+    406: (ErrorCode.NOT_ACCEPTABLE, "Not acceptable"),
+    409: (ErrorCode.CONFLICT, "Conflict"),
+    413: (ErrorCode.PAYLOAD_TOO_LARGE, "Payload too large"),
+    415: (ErrorCode.UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
+    429: (ErrorCode.TOO_MANY_REQUESTS, "Too many requests"),
+    500: (ErrorCode.INTERNAL_ERROR, "Internal server error"),
+    503: (ErrorCode.UNAVAILABLE, "Service temporarily unavailable"),
 }
 
 
@@ -187,7 +234,7 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
             message = str(item.get("message", ""))
             if message == f"'{key}'":  # litestar passes on the KeyError of a missing value
                 message = "A body is required." if path == "$" else "This value is required."
-            errors.append(ErrorItem(path=path, code="invalid", message=message))
+            errors.append(ErrorItem(path=path, code=ErrorCode.INVALID, message=message))
     detail = (
         exc.detail
         if exc.detail and "Validation failed" not in exc.detail
@@ -195,7 +242,9 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     )
     if not errors:
         detail = exc.detail or detail
-    return problem_response(400, "validation_failed", "Invalid request", detail, errors=errors)
+    return problem_response(
+        400, ErrorCode.VALIDATION_FAILED, "Invalid request", detail, errors=errors
+    )
 
 
 def _field_path(source: object, key: str) -> str:
@@ -212,35 +261,41 @@ def _field_path(source: object, key: str) -> str:
 
 def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
-    code, title = _STATUS_CODES.get(status, ("http_error", "Request failed"))
+    code, title = _STATUS_CODES.get(status, (ErrorCode.HTTP_ERROR, "Request failed"))
     detail = exc.detail if exc.detail and status < 500 else title
     if status == 404:
         detail = "There is nothing at this address."
     if status == 400 and "malformed" in detail.lower():
-        code = "malformed_body"
+        code = ErrorCode.MALFORMED_BODY
     headers = dict(exc.headers or {})
     return problem_response(status, code, title, detail, headers=headers)
 
 
+def _pure_handler(request: Request[Any, Any, Any], exc: CodedError) -> Response[bytes]:
+    status = pure_error_status(exc)
+    if status is None:
+        return _unexpected_handler(request, exc)
+    title = _STATUS_CODES.get(status, (ErrorCode.HTTP_ERROR, "Request failed"))[1]
+    headers = {"Retry-After": "5"} if status == 503 else {}
+    return problem_response(status, exc.code, title, str(exc), headers=headers)
+
+
 def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    pure_status = _PURE_ERROR_STATUS.get(type(exc).__name__)
-    if pure_status is not None:
-        code = getattr(exc, "code", "error")
-        title = _STATUS_CODES.get(pure_status, ("", "Request failed"))[1]
-        headers = {"Retry-After": "5"} if pure_status == 503 else {}
-        return problem_response(pure_status, code, title, str(exc), headers=headers)
     if is_transient_storage_error(exc):
         log.warning("transient failure on %s %s: %r", request.method, request.url.path, exc)
         return problem_response(
             503,
-            "database_unavailable",
+            ErrorCode.DATABASE_UNAVAILABLE,
             "Service temporarily unavailable",
             "The database is not reachable right now; retry later.",
             headers={"Retry-After": "5"},
         )
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem_response(
-        500, "internal_error", "Internal server error", "Something went wrong on the server."
+        500,
+        ErrorCode.INTERNAL_ERROR,
+        "Internal server error",
+        "Something went wrong on the server.",
     )
 
 
@@ -250,25 +305,12 @@ def is_transient_storage_error(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return True
-    module = type(exc).__module__
-    if module.startswith("asyncpg"):
-        name = type(exc).__name__
-        return name in {
-            "ConnectionDoesNotExistError",
-            "ConnectionFailureError",
-            "CannotConnectNowError",
-            "TooManyConnectionsError",
-            "InterfaceError",
-            "AdminShutdownError",
-            "CrashShutdownError",
-            "SerializationError",
-            "DeadlockDetectedError",
-        }
-    return False
+    return type(exc) in _TRANSIENT_ASYNCPG_ERRORS
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DomainError: _domain_handler,
+    CodedError: _pure_handler,
     ValidationException: _validation_handler,
     HTTPException: _http_handler,
     Exception: _unexpected_handler,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_REPORTED = 20  # control characters named in one answer; the client fixes them all anyway
@@ -53,7 +54,7 @@ def control_item(path: str, text: str, what: Literal["name", "value"]) -> ErrorI
     code_point = f"U+{ord(found.group()):04X}" if found else "a control character"
     return ErrorItem(
         path=path,
-        code="control_character",
+        code=ErrorCode.CONTROL_CHARACTER,
         message=f"the {what} contains {code_point}; only tab, line feed and carriage return "
         "are allowed",
     )

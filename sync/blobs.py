@@ -13,6 +13,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from schemas.errors import CodedError, ErrorCode
+
 # Bytes handed to a worker thread or read back per chunk: large enough to amortise the thread hop.
 CHUNK_SIZE = 1024 * 1024
 # What a blob stored without a declared content type reports.
@@ -25,36 +27,36 @@ STAGING_PART_SIZE = 5 * 1024 * 1024
 STAGING_ID = re.compile(r"[0-9a-zA-Z_-]{8,64}")
 
 
-class BlobStoreError(Exception):
-    code = "blob_store_error"
+class BlobStoreError(CodedError):
+    code = ErrorCode.BLOB_STORE_ERROR
 
 
 class BlobStoreUnavailable(BlobStoreError):
     """Transient: the store cannot be reached (down, timeout, misconfigured credentials)."""
 
-    code = "blob_store_unavailable"
+    code = ErrorCode.BLOB_STORE_UNAVAILABLE
 
 
 class BlobHashMismatch(BlobStoreError):
     """The bytes did not match the declared sha256 or size; nothing was stored."""
 
-    code = "blob_hash_mismatch"
+    code = ErrorCode.BLOB_HASH_MISMATCH
 
 
 class BlobNotFound(BlobStoreError):
-    code = "blob_not_found"
+    code = ErrorCode.BLOB_NOT_FOUND
 
 
 class BlobKeyInvalid(BlobStoreError, ValueError):
     """The key is not a lowercase hex sha256 (also guards the local store against path tricks)."""
 
-    code = "blob_key_invalid"
+    code = ErrorCode.BLOB_KEY_INVALID
 
 
 class BlobRangeInvalid(BlobStoreError, ValueError):
     """A negative offset/length, or an offset past the end of the blob (HTTP 416)."""
 
-    code = "blob_range_invalid"
+    code = ErrorCode.BLOB_RANGE_INVALID
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,21 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable
-from typing import ClassVar
 
 import msgspec
+
+from schemas.errors import CodedError, ErrorCode
 
 _DOMAIN = b"fieldsync/pull-cursor/v1\x00"  # so the key signs nothing else by accident
 MIN_KEY_BYTES = 16
 
 
-class CursorInvalid(ValueError):
-    code: ClassVar[str] = "cursor_invalid"
+class CursorInvalid(CodedError, ValueError):
+    code = ErrorCode.CURSOR_INVALID
 
 
-class CursorWrongDevice(ValueError):
-    code: ClassVar[str] = "cursor_device_mismatch"
+class CursorWrongDevice(CodedError, ValueError):
+    code = ErrorCode.CURSOR_DEVICE_MISMATCH
 
 
 class Backfill(msgspec.Struct, frozen=True, array_like=True):

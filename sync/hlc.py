@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+
+from schemas.errors import CodedError, ErrorCode
 
 MAX_WALL_MS = 10**13 - 1
 MAX_COUNTER = 10**5 - 1
@@ -20,14 +21,14 @@ _HLC_RE = re.compile(r"^([0-9]{13}):([0-9]{5}):([A-Za-z0-9_-]{1,64})$")
 _NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class HLCInvalid(ValueError):
-    code: ClassVar[str] = "hlc_invalid"
+class HLCInvalid(CodedError, ValueError):
+    code = ErrorCode.HLC_INVALID
 
 
-class ClockSkew(ValueError):
+class ClockSkew(CodedError, ValueError):
     """A device's HLC is too far ahead of the server clock; carries the server time to adopt."""
 
-    code: ClassVar[str] = "clock_skew"
+    code = ErrorCode.CLOCK_SKEW
 
     def __init__(self, hlc: str, server_now_ms: int) -> None:
         super().__init__(f"HLC {hlc} is more than the allowed skew ahead of the server clock")

@@ -64,12 +64,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from schemas.common import ErrorItem
+from schemas.errors import CodedError, ErrorCode
 from schemas.sync import ConflictCandidate, ConflictKind, EntityChange, EntityStatus
 
 LABEL_KEY = "@label"
@@ -78,16 +79,16 @@ DELETED_KEY = "@deleted"
 TOMBSTONE_VALUE: dict[str, Any] = {"deleted": True, "properties": {}}
 
 
-class ConflictStale(ValueError):
+class ConflictStale(CodedError, ValueError):
     """The entity moved on since the conflict was recorded (HTTP 409)."""
 
-    code: ClassVar[str] = "stale"
+    code = ErrorCode.STALE
 
 
-class ResolutionInvalid(ValueError):
+class ResolutionInvalid(CodedError, ValueError):
     """A resolution names no candidate, or its value does not fit the property."""
 
-    code: ClassVar[str] = "resolution_invalid"
+    code = ErrorCode.RESOLUTION_INVALID
 
 
 class Policy(StrEnum):
@@ -248,20 +249,26 @@ def validate_change(
     """Errors that reject the change; paths are relative to the EntityChange."""
     errors: list[ErrorItem] = []
     if change.list != listdef.name:
-        errors.append(ErrorItem("list", "list_mismatch", f"not list {listdef.name!r}"))
+        errors.append(ErrorItem("list", ErrorCode.LIST_MISMATCH, f"not list {listdef.name!r}"))
         return errors
     if current is None and change.action != "create":
-        errors.append(ErrorItem("entity_id", "entity_not_found", "no such entity to change"))
+        errors.append(
+            ErrorItem("entity_id", ErrorCode.ENTITY_NOT_FOUND, "no such entity to change")
+        )
     if current is not None and change.base_version > current.version:
         errors.append(
-            ErrorItem("base_version", "base_version_ahead", "base_version is newer than the server")
+            ErrorItem(
+                "base_version",
+                ErrorCode.BASE_VERSION_AHEAD,
+                "base_version is newer than the server",
+            )
         )
     if current is None and change.action == "create":
         if change.properties.get(listdef.scope_property) in (None, ""):
             errors.append(
                 ErrorItem(
                     f"properties.{listdef.scope_property}",
-                    "scope_missing",
+                    ErrorCode.SCOPE_MISSING,
                     "a new entity names its scope",
                 )
             )
@@ -274,7 +281,7 @@ def validate_change(
                 errors.append(
                     ErrorItem(
                         f"base_properties.{name}",
-                        "base_property_missing",
+                        ErrorCode.BASE_PROPERTY_MISSING,
                         "a counter update sends the value it started from",
                     )
                 )
@@ -286,13 +293,19 @@ def validate_change(
 def _validate_value(listdef: EntityListDef, name: str, value: Any, path: str) -> list[ErrorItem]:
     pdef = listdef.properties.get(name)
     if pdef is None:
-        return [ErrorItem(path, "property_unknown", f"list {listdef.name!r} has no {name!r}")]
+        return [
+            ErrorItem(path, ErrorCode.PROPERTY_UNKNOWN, f"list {listdef.name!r} has no {name!r}")
+        ]
     if value is None:
         return []
     if not TYPE_CHECKS[pdef.type](value):
-        return [ErrorItem(path, "property_type", f"expected {pdef.type}")]
+        return [ErrorItem(path, ErrorCode.PROPERTY_TYPE, f"expected {pdef.type}")]
     if pdef.policy == Policy.RANK and value not in pdef.rank_order:
-        return [ErrorItem(path, "rank_value_unknown", f"expected one of {list(pdef.rank_order)}")]
+        return [
+            ErrorItem(
+                path, ErrorCode.RANK_VALUE_UNKNOWN, f"expected one of {list(pdef.rank_order)}"
+            )
+        ]
     return []
 
 

@@ -24,6 +24,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import BodyKwarg
 
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 from server.api.sync import MSGPACK_TYPES
 from server.errors import BadRequest
 from server.text_rules import (
@@ -74,7 +75,7 @@ async def refuse_hostile_input(request: Request[Any, Any, Any]) -> None:
             len(body),
         )
         raise BadRequest(
-            f"The body is nested deeper than {MAX_DEPTH} levels.", code="malformed_body"
+            f"The body is nested deeper than {MAX_DEPTH} levels.", code=ErrorCode.MALFORMED_BODY
         )
     if errors:
         raise _control_problem(errors)
@@ -99,7 +100,7 @@ def check_body(body: bytes, *, msgpack: bool, control: bool = True) -> tuple[boo
 def _control_problem(errors: list[ErrorItem]) -> BadRequest:
     return BadRequest(
         "Text may not contain control characters other than tab, line feed and carriage return.",
-        code="validation_failed",
+        code=ErrorCode.VALIDATION_FAILED,
         errors=errors,
     )
 

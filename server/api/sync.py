@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 from schemas.sync import (
     ConflictRecord,
     PullRequest,
@@ -46,12 +47,14 @@ def decode_body(request: Request[Any, Any, Any], body: bytes, type_: type[T]) ->
         message, _, where = str(error).partition(" - at `")
         raise BadRequest(
             "The request does not follow the sync protocol.",
-            code="validation_failed",
-            errors=[ErrorItem(path=where.rstrip("`") or "$", code="invalid", message=message)],
+            code=ErrorCode.VALIDATION_FAILED,
+            errors=[
+                ErrorItem(path=where.rstrip("`") or "$", code=ErrorCode.INVALID, message=message)
+            ],
         ) from None
     except msgspec.DecodeError as error:
         raise BadRequest(
-            f"The body is not valid {content_type}: {error}", code="malformed_body"
+            f"The body is not valid {content_type}: {error}", code=ErrorCode.MALFORMED_BODY
         ) from None
 
 

@@ -21,6 +21,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect, Stream
 
 from schemas.blobs import BlobCheck, BlobCheckResult
+from schemas.errors import ErrorCode
 from server.api.openapi import (
     ANY_TYPE,
     BEARER,
@@ -33,14 +34,19 @@ from server.api.openapi import (
     problems,
 )
 from server.auth import Principal
-from server.errors import EXCEPTION_HANDLERS, BadRequest, DomainError, UnsupportedMediaType
+from server.errors import (
+    EXCEPTION_HANDLERS,
+    BadRequest,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    UnsupportedMediaType,
+)
 from server.services import blobs, uploads
 from server.services.uploads import (
     CHECKSUM_ALGORITHMS,
     TUS_EXTENSIONS,
     TUS_VERSION,
     ClientDisconnected,
-    PreconditionFailed,
     UploadRuntime,
     UploadView,
 )
@@ -95,7 +101,9 @@ def _require_tus(request: Request[Any, Any, Any]) -> None:
 def _int_header(request: Request[Any, Any, Any], name: str) -> int:
     value = request.headers.get(name, "")
     if not value.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer.", code="tus_header_invalid")
+        raise BadRequest(
+            f"{name} must be a non-negative integer.", code=ErrorCode.TUS_HEADER_INVALID
+        )
     return int(value)
 
 
@@ -275,7 +283,7 @@ class UploadController(Controller):
         _require_tus(request)
         if not request.headers.get("content-type", "").startswith(OFFSET_OCTET_STREAM):
             raise UnsupportedMediaType(
-                f"PATCH bodies must be {OFFSET_OCTET_STREAM}.", code="tus_content_type"
+                f"PATCH bodies must be {OFFSET_OCTET_STREAM}.", code=ErrorCode.TUS_CONTENT_TYPE
             )
         view = await uploads.append(
             principal,
@@ -376,12 +384,6 @@ class BlobController(Controller):
             common["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
         chunks = await store.open(sha256, offset=start, length=end - start)
         return Stream(chunks, status_code=status, media_type=blob.content_type, headers=common)
-
-
-class RangeNotSatisfiable(DomainError):
-    status = 416
-    code = "range_not_satisfiable"
-    title = "Range not satisfiable"
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int]:

@@ -3,6 +3,7 @@ FIELDSYNC_BLOB_STORE (`local:<dir>` or `s3://<bucket>`)."""
 
 from __future__ import annotations
 
+from schemas.errors import ErrorCode
 from server.blobstores.local import LocalBlobStore
 from server.blobstores.s3 import S3BlobStore, S3Options
 from sync.blobs import BlobStore
@@ -11,7 +12,7 @@ __all__ = ["S3Options", "open_blob_store"]
 
 
 class BlobStoreSpecError(ValueError):
-    code = "blob_store_spec_invalid"
+    code = ErrorCode.BLOB_STORE_SPEC_INVALID
 
 
 def open_blob_store(spec: str, *, s3: S3Options | None) -> BlobStore:

@@ -7,11 +7,12 @@ import io
 
 from piccolo.apps.migrations.commands.forwards import run_forwards
 
+from schemas.errors import ErrorCode
 from server.db.piccolo_app import APP_NAME
 
 
 class MigrationFailed(Exception):
-    code = "migration_failed"
+    code = ErrorCode.MIGRATION_FAILED
 
 
 async def migrate() -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from schemas.blobs import MAX_CHECK_HASHES, AttachmentStatus
+from schemas.errors import ErrorCode
 from server.auth import Principal
 from server.db.bulk import insert_rows, placeholders
 from server.db.engine import transaction
@@ -207,7 +208,7 @@ async def attachment_status(instance_id: str) -> AttachmentStatus:
 
 async def readable_blob(principal: Principal, sha256: str) -> BlobView:
     """The blob if this caller may read it; NotFound otherwise (never reveals existence)."""
-    hidden = NotFound("There is no such attachment.", code="blob_not_found")
+    hidden = NotFound("There is no such attachment.", code=ErrorCode.BLOB_NOT_FOUND)
     try:
         validate_key(sha256)
     except ValueError:

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.errors import ErrorCode
 from schemas.sync import ConflictCandidate, ConflictRecord, Resolve
 from server.auth import Principal, require_role
 from server.db.engine import current_engine, transaction
@@ -89,17 +90,17 @@ async def resolve(
         query = query.lock_rows()
     row = await query.first()
     if row is None or not principal.may_see_ward(row["ward_code"]):
-        raise NotFound("No such conflict.", code="conflict_not_found")
+        raise NotFound("No such conflict.", code=ErrorCode.CONFLICT_NOT_FOUND)
     if row["resolution_id"] == request.resolution_id:
         # The same resolution again: already done.
         current = await load(row["entity_id"])
         return record_of(row), current["version"] if current else 0
     if row["status"] in ("resolved", "superseded"):
-        raise Conflict("This conflict was already resolved.", code="stale")
+        raise Conflict("This conflict was already resolved.", code=ErrorCode.STALE)
     listdef = await get_list(row["list"])
     entity = await load(row["entity_id"], lock=True)
     if listdef is None or entity is None:
-        raise NotFound("The entity of this conflict is gone.", code="conflict_not_found")
+        raise NotFound("The entity of this conflict is gone.", code=ErrorCode.CONFLICT_NOT_FOUND)
     state = state_of(entity)
     conflict = NewConflict(
         kind=row["kind"],
@@ -117,9 +118,11 @@ async def resolve(
     try:
         outcome = resolve_conflict(state, conflict, listdef, ctx, **choice)
     except ConflictStale as error:
-        raise Conflict(f"The entity moved on since this conflict: {error}", code="stale") from None
+        raise Conflict(
+            f"The entity moved on since this conflict: {error}", code=ErrorCode.STALE
+        ) from None
     except ResolutionInvalid as error:
-        raise BadRequest(str(error), code="resolution_invalid") from None
+        raise BadRequest(str(error), code=ErrorCode.RESOLUTION_INVALID) from None
     resolved_state = outcome.state
     if not outcome.changed:
         # The value stays, but the entity is no longer conflicted: devices must get a newer version.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 from schemas.sync import EntityChange, EntityResult
 from server.auth import Principal
 from server.services.changes import ChangeRef
@@ -55,12 +56,15 @@ async def apply_change(
     if row is not None:
         if row.list != change.list:
             return _forbidden(
-                change, "$.list", "entity_list_mismatch", "this entity belongs to another list"
+                change,
+                "$.list",
+                ErrorCode.ENTITY_LIST_MISMATCH,
+                "this entity belongs to another list",
             )
         if not principal.may_see_ward(row.ward_code):
             # Do not reveal that an entity exists outside the caller's wards.
             return _forbidden(
-                change, "$.entity_id", "ward_forbidden", "no such entity in your wards"
+                change, "$.entity_id", ErrorCode.WARD_FORBIDDEN, "no such entity in your wards"
             )
     ctx = WriteContext(
         device_id=principal.device_id, user_id=principal.user_id, op_seq=op_seq, hlc=hlc
@@ -86,7 +90,7 @@ async def apply_change(
         return _forbidden(
             change,
             f"$.properties.{listdef.scope_property}",
-            "ward_forbidden",
+            ErrorCode.WARD_FORBIDDEN,
             f"ward {ward} is not assigned to you",
         )
     new_conflicts = list(outcome.conflicts)

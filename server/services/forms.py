@@ -19,6 +19,7 @@ from forms.spec import entity_lists, with_hash
 from forms.validation import validate_submission
 from forms.xlsform import FormImportError, FormTooLarge, ImportedForm, import_form
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 from schemas.forms import (
     DraftUploaded,
     FormDiff,
@@ -77,12 +78,12 @@ def import_problem(error: FormImportError) -> BadRequest:
             path="/".join(
                 str(p) for p in (issue.sheet, issue.row, issue.column) if p not in (None, "")
             ),
-            code="xlsform_invalid",
+            code=ErrorCode.XLSFORM_INVALID,
             message=issue.message,
         )
         for issue in error.issues
     ]
-    return BadRequest(str(error), code="xlsform_invalid", errors=errors)
+    return BadRequest(str(error), code=ErrorCode.XLSFORM_INVALID, errors=errors)
 
 
 # ---- drafts and publishing ---------------------------------------------------------------------
@@ -93,7 +94,7 @@ async def upload_draft(actor: Principal | None, data: bytes, filename: str) -> D
         # Parsing a large workbook takes seconds of CPU: off the event loop, so requests go on.
         imported = await asyncio.to_thread(import_form, data, filename)
     except FormTooLarge as error:
-        raise PayloadTooLarge(str(error), code="xlsform_too_large") from None
+        raise PayloadTooLarge(str(error), code=ErrorCode.XLSFORM_TOO_LARGE) from None
     except FormImportError as error:
         raise import_problem(error) from None
     return await save_draft(actor, imported)
@@ -151,21 +152,25 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
         draft = await FormVersion.select().where(FormVersion.key == _draft_key(form_id)).first()
         if draft is None:
             await _form_row(form_id)
-            raise Conflict("This form has no draft to publish; upload one first.", code="no_draft")
+            raise Conflict(
+                "This form has no draft to publish; upload one first.", code=ErrorCode.NO_DRAFT
+            )
         spec = from_json(draft["spec"], FormSpec)
         version = request.version or spec.version
         if not version:
             raise BadRequest(
                 "Give a version: the form's settings sheet has none.",
-                code="version_required",
+                code=ErrorCode.VERSION_REQUIRED,
                 errors=[
-                    ErrorItem(path="$.version", code="required", message="version is required")
+                    ErrorItem(
+                        path="$.version", code=ErrorCode.REQUIRED, message="version is required"
+                    )
                 ],
             )
         if await FormVersion.exists().where(FormVersion.key == _version_key(form_id, version)):
             raise Conflict(
                 f"Version {version} of {form_id} is already published; versions never change.",
-                code="version_exists",
+                code=ErrorCode.VERSION_EXISTS,
             )
         latest = await _latest_published(form_id)
         if latest is not None and not request.force:
@@ -173,9 +178,9 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
             if changed:
                 raise Conflict(
                     "This version changes the type of existing fields; publish with force to accept.",
-                    code="incompatible_change",
+                    code=ErrorCode.INCOMPATIBLE_CHANGE,
                     errors=[
-                        ErrorItem(path=p, code="type_changed", message="field type changed")
+                        ErrorItem(path=p, code=ErrorCode.TYPE_CHANGED, message="field type changed")
                         for p in changed
                     ],
                 )
@@ -243,7 +248,7 @@ def _template(path: Path) -> ImportedForm:
 async def _form_row(form_id: str) -> dict[str, Any]:
     row = await Form.select().where(Form.form_id == form_id).first()
     if row is None:
-        raise NotFound(f"There is no form {form_id!r}.", code="form_unknown")
+        raise NotFound(f"There is no form {form_id!r}.", code=ErrorCode.FORM_UNKNOWN)
     return row
 
 
@@ -272,7 +277,7 @@ async def get_spec(
     """An immutable published version. Callers who may not fill the form see 404."""
     form = form or await _form_row(form_id)
     if principal is not None and not _may_read(principal, form):
-        raise NotFound(f"There is no form {form_id!r}.", code="form_unknown")
+        raise NotFound(f"There is no form {form_id!r}.", code=ErrorCode.FORM_UNKNOWN)
     cache_key = (id(current_engine()), _version_key(form_id, version))
     spec = _published_specs.get(cache_key)
     if spec is None:
@@ -282,7 +287,7 @@ async def get_spec(
         if row is None:
             raise NotFound(
                 f"Form {form_id!r} has no published version {version!r}.",
-                code="form_version_unknown",
+                code=ErrorCode.FORM_VERSION_UNKNOWN,
             )
         spec = from_json(row["spec"], FormSpec)
         if len(_published_specs) >= PUBLISHED_SPEC_CACHE_SIZE:
@@ -414,10 +419,12 @@ async def accepting_spec(principal: Principal, form_id: str, version: str) -> Fo
     fill (hidden from their form list, so they would never have had it)."""
     form = await _form_row(form_id)
     if not may_fill(principal, form):
-        raise Forbidden(f"Your role may not fill the form {form_id!r}.", code="form_forbidden")
+        raise Forbidden(
+            f"Your role may not fill the form {form_id!r}.", code=ErrorCode.FORM_FORBIDDEN
+        )
     if form["state"] == "closed":
         raise Conflict(
-            f"Form {form_id!r} is closed and takes no new submissions.", code="form_closed"
+            f"Form {form_id!r} is closed and takes no new submissions.", code=ErrorCode.FORM_CLOSED
         )
     return await get_spec(None, form_id, version, form=form)
 

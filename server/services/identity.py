@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 from schemas.identity import (
     CITY_WIDE,
     Device,
@@ -67,19 +68,23 @@ def normalise_wards(role: str, wards: Sequence[str], *, path: str = "$.wards") -
     if not unique:
         raise BadRequest(
             'A non-admin user needs at least one ward, or ["*"] for city-wide scope.',
-            code="validation_failed",
+            code=ErrorCode.VALIDATION_FAILED,
             errors=[
-                ErrorItem(path=path, code="required", message='assign at least one ward or "*"')
+                ErrorItem(
+                    path=path, code=ErrorCode.REQUIRED, message='assign at least one ward or "*"'
+                )
             ],
         )
     if CITY_WIDE in unique:
         if len(unique) > 1:
             raise BadRequest(
                 'Use either ["*"] (city-wide) or a list of ward codes, not both.',
-                code="validation_failed",
+                code=ErrorCode.VALIDATION_FAILED,
                 errors=[
                     ErrorItem(
-                        path=path, code="invalid", message='"*" cannot be mixed with ward codes'
+                        path=path,
+                        code=ErrorCode.INVALID,
+                        message='"*" cannot be mixed with ward codes',
                     )
                 ],
             )
@@ -87,14 +92,18 @@ def normalise_wards(role: str, wards: Sequence[str], *, path: str = "$.wards") -
     known = official_ward_codes()
     errors = [
         ErrorItem(
-            path=f"{path}[{i}]", code="unknown_ward", message=f"{code} is not a Hanoi ward code"
+            path=f"{path}[{i}]",
+            code=ErrorCode.UNKNOWN_WARD,
+            message=f"{code} is not a Hanoi ward code",
         )
         for i, code in enumerate(wards)
         if code not in known
     ]
     if errors:
         raise BadRequest(
-            "Some ward codes are not official Hanoi ward codes.", code="unknown_ward", errors=errors
+            "Some ward codes are not official Hanoi ward codes.",
+            code=ErrorCode.UNKNOWN_WARD,
+            errors=errors,
         )
     return unique
 
@@ -108,7 +117,7 @@ async def create_user(actor: Principal | None, data: UserCreate, *, address: str
     user_id = uuid.uuid4()
     async with transaction():
         if await AppUser.exists().where(AppUser.username == username):
-            raise Conflict(f"The username {username!r} is taken.", code="username_taken")
+            raise Conflict(f"The username {username!r} is taken.", code=ErrorCode.USERNAME_TAKEN)
         await AppUser.insert(
             AppUser(
                 id=user_id,
@@ -134,7 +143,7 @@ async def create_user(actor: Principal | None, data: UserCreate, *, address: str
 async def get_user(user_id: str) -> User:
     row = await AppUser.select().where(AppUser.id == _uuid(user_id, "user")).first()
     if row is None:
-        raise NotFound("No such user.", code="user_not_found")
+        raise NotFound("No such user.", code=ErrorCode.USER_NOT_FOUND)
     return _user(row)
 
 
@@ -151,7 +160,7 @@ async def update_user(
 ) -> User:
     current = await get_user(user_id)
     if data.disabled and current.id == actor.user_id:
-        raise Conflict("You cannot disable your own account.", code="cannot_disable_self")
+        raise Conflict("You cannot disable your own account.", code=ErrorCode.CANNOT_DISABLE_SELF)
     role = data.role or current.role
     changes: dict[Any, Any] = {AppUser.updated_at: _now()}
     details: dict[str, Any] = {}
@@ -199,7 +208,7 @@ async def _refuse_if_last_admin(user_id: str) -> None:
     if user_id in admins and not admins - {user_id}:
         raise Conflict(
             "This is the last active administrator; make another user admin first.",
-            code="last_admin",
+            code=ErrorCode.LAST_ADMIN,
         )
 
 
@@ -234,7 +243,7 @@ async def revoke_device(actor: Principal, device_id: str, *, address: str = "") 
             .first()
         )
         if row is None:
-            raise NotFound("No such device.", code="device_not_found")
+            raise NotFound("No such device.", code=ErrorCode.DEVICE_NOT_FOUND)
         if row["revoked_at"] is None:
             now = _now()
             await DeviceRow.update({DeviceRow.revoked_at: now}).where(DeviceRow.id == did)
@@ -267,18 +276,18 @@ async def login(settings: Settings, req: LoginRequest, *, address: str) -> Token
             settings, username, address, pair_key, user_id=str(row["id"]) if row else ""
         )
         await asyncio.sleep(delay)
-        raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+        raise Unauthorized(BAD_CREDENTIALS, code=ErrorCode.INVALID_CREDENTIALS)
     assert row is not None
     await _clear_failures(pair_key)
     if row["disabled"]:
-        raise Forbidden("This account is disabled.", code="user_disabled")
+        raise Forbidden("This account is disabled.", code=ErrorCode.USER_DISABLED)
     device_id = _uuid(req.device_id, "device", path="$.device_id")
     user_id = row["id"]
     async with transaction():
         device = await DeviceRow.select().where(DeviceRow.id == device_id).first()
         if device is not None and device["revoked_at"] is not None:
             raise Forbidden(
-                "This device has been revoked; ask an administrator.", code="device_revoked"
+                "This device has been revoked; ask an administrator.", code=ErrorCode.DEVICE_REVOKED
             )
         if device is None:
             await DeviceRow.insert(DeviceRow(id=device_id, user=user_id, name=req.device_name))
@@ -313,12 +322,14 @@ async def refresh(settings: Settings, refresh_token: str) -> TokenPair:
     async with transaction():
         token = await RefreshToken.select().where(RefreshToken.token_hash == digest).first()
         if token is None:
-            raise Unauthorized("The refresh token is not valid.", code="refresh_invalid")
+            raise Unauthorized("The refresh token is not valid.", code=ErrorCode.REFRESH_INVALID)
         if token["revoked_at"] is not None:
-            raise Unauthorized("This session has ended; log in again.", code="refresh_revoked")
+            raise Unauthorized(
+                "This session has ended; log in again.", code=ErrorCode.REFRESH_REVOKED
+            )
         if token["expires_at"] <= now:
             raise Unauthorized(
-                "The refresh token has expired; log in again.", code="refresh_expired"
+                "The refresh token has expired; log in again.", code=ErrorCode.REFRESH_EXPIRED
             )
         claimed = (
             await RefreshToken.update({RefreshToken.rotated_at: now})
@@ -329,9 +340,9 @@ async def refresh(settings: Settings, refresh_token: str) -> TokenPair:
             user = await AppUser.select().where(AppUser.id == token["user"]).first()
             device = await DeviceRow.select().where(DeviceRow.id == token["device"]).first()
             if user is None or user["disabled"]:
-                raise Unauthorized("This account is disabled.", code="user_disabled")
+                raise Unauthorized("This account is disabled.", code=ErrorCode.USER_DISABLED)
             if device is None or device["revoked_at"] is not None or device["user"] != user["id"]:
-                raise Unauthorized("This device has been revoked.", code="device_revoked")
+                raise Unauthorized("This device has been revoked.", code=ErrorCode.DEVICE_REVOKED)
             await DeviceRow.update({DeviceRow.last_seen_at: now}).where(
                 DeviceRow.id == device["id"]
             )
@@ -351,7 +362,8 @@ async def refresh(settings: Settings, refresh_token: str) -> TokenPair:
             actor_username="system",
         )
     raise Unauthorized(
-        "This refresh token was already used; every session of it has ended.", code="refresh_reused"
+        "This refresh token was already used; every session of it has ended.",
+        code=ErrorCode.REFRESH_REUSED,
     )
 
 
@@ -400,7 +412,7 @@ async def authenticate(settings: Settings, token: str) -> Principal:
         user_id, device_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["did"])
         family_id = uuid.UUID(claims["fam"])
     except (ValueError, TypeError, AttributeError):
-        raise Unauthorized("The access token is not valid.", code="token_invalid") from None
+        raise Unauthorized("The access token is not valid.", code=ErrorCode.TOKEN_INVALID) from None
     # Read the live rows every time: revocation and disabling apply on the very next request.
     row = (
         await DeviceRow.select(
@@ -414,17 +426,17 @@ async def authenticate(settings: Settings, token: str) -> Principal:
         .first()
     )
     if row is None:
-        raise Unauthorized("This device is not bound to this user.", code="device_revoked")
+        raise Unauthorized("This device is not bound to this user.", code=ErrorCode.DEVICE_REVOKED)
     if row["revoked_at"] is not None:
-        raise Unauthorized("This device has been revoked.", code="device_revoked")
+        raise Unauthorized("This device has been revoked.", code=ErrorCode.DEVICE_REVOKED)
     if row["user.disabled"]:
-        raise Unauthorized("This account is disabled.", code="user_disabled")
+        raise Unauthorized("This account is disabled.", code=ErrorCode.USER_DISABLED)
     # A family with no live refresh token was ended (reuse, password change): so are its tokens.
     live = await RefreshToken.exists().where(
         RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_null()
     )
     if not live:
-        raise Unauthorized("This session has ended; log in again.", code="token_revoked")
+        raise Unauthorized("This session has ended; log in again.", code=ErrorCode.TOKEN_REVOKED)
     return Principal(
         user_id=str(user_id),
         username=row["user.username"],
@@ -445,7 +457,7 @@ async def _refuse_if_locked(pair_key: str) -> None:
         wait = max(1, math.ceil((until - now).total_seconds()))
         raise TooManyRequests(
             "Too many failed logins; try again later.",
-            code="login_throttled",
+            code=ErrorCode.LOGIN_THROTTLED,
             headers={"Retry-After": str(wait)},
             extra={"retry_after": wait},
         )
@@ -525,7 +537,7 @@ def _uuid(value: str, what: str, *, path: str | None = None) -> uuid.UUID:
         if path:
             raise BadRequest(
                 f"{value!r} is not a UUID.",
-                code="validation_failed",
-                errors=[ErrorItem(path=path, code="invalid", message="expected a UUID")],
+                code=ErrorCode.VALIDATION_FAILED,
+                errors=[ErrorItem(path=path, code=ErrorCode.INVALID, message="expected a UUID")],
             ) from None
-        raise NotFound(f"No such {what}.", code=f"{what}_not_found") from None
+        raise NotFound(f"No such {what}.", code=ErrorCode(f"{what}_not_found")) from None

@@ -15,6 +15,7 @@ import msgspec
 from piccolo.columns import Column
 from piccolo.columns.combination import Combinable
 
+from schemas.errors import ErrorCode
 from schemas.sync import (
     Change,
     ConflictChangeOut,
@@ -66,7 +67,7 @@ READ_ALL_FORM_ROLES = {"admin", "supervisor", "viewer"}
 
 async def pull(settings: Settings, principal: Principal, request: PullRequest) -> PullResponse:
     if request.device_id != principal.device_id:
-        raise Forbidden("This token belongs to another device.", code="device_mismatch")
+        raise Forbidden("This token belongs to another device.", code=ErrorCode.DEVICE_MISMATCH)
     lists = tuple(sorted(await lists_for_role(principal.role)))
     scope = Scope(ward_set(principal.wards), lists)
     fingerprint = scope_fingerprint(scope.wards, principal.role, scope.lists)
@@ -100,11 +101,12 @@ def _opened(
         cursor = decode_cursor(token, settings.secret_key.encode(), principal.device_id)
     except CursorWrongDevice:
         raise BadRequest(
-            "This cursor was issued to another device.", code="cursor_device_mismatch"
+            "This cursor was issued to another device.", code=ErrorCode.CURSOR_DEVICE_MISMATCH
         ) from None
     except CursorInvalid:
         raise BadRequest(
-            "The cursor is not valid; it must be sent back unchanged.", code="cursor_invalid"
+            "The cursor is not valid; it must be sent back unchanged.",
+            code=ErrorCode.CURSOR_INVALID,
         ) from None
     if now_ms() - cursor.issued_at_ms > settings.log_retention_days * 86_400_000:
         return None, "expired"  # the device re-snapshots and keeps its outbox

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
+from asyncpg.exceptions import UniqueViolationError
 
 from forms.spec import FormSpec
 from forms.validation import validate_submission
 from schemas.common import ErrorItem
+from schemas.errors import ErrorCode
 from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse
 from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
@@ -146,18 +148,18 @@ class PushContext:
 
 async def apply_push(principal: Principal, request: PushRequest) -> PushResponse:
     if request.device_id != principal.device_id:
-        raise Forbidden("This token belongs to another device.", code="device_mismatch")
+        raise Forbidden("This token belongs to another device.", code=ErrorCode.DEVICE_MISMATCH)
     _check_order(request.ops)
     server_now = now_ms()
     for index, op in enumerate(request.ops):
         if is_too_far_ahead(op.hlc, server_now):
             raise BadRequest(
                 "The device clock is more than 5 minutes ahead of the server; correct the offset and retry.",
-                code="clock_skew",
+                code=ErrorCode.CLOCK_SKEW,
                 errors=[
                     ErrorItem(
                         path=f"$.ops[{index}].hlc",
-                        code="clock_skew",
+                        code=ErrorCode.CLOCK_SKEW,
                         message="hlc is in the future",
                     )
                 ],
@@ -166,14 +168,12 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
     ops, bad_text = _judge_text(request.ops)
     try:
         return await _apply_in_transaction(principal, ops, bad_text)
-    except Exception as error:
-        if type(error).__name__ != "UniqueViolationError":
-            raise
+    except UniqueViolationError:
         # Another device's push committed the same key first (an instance_id, a new entity id):
         # nothing of this push was applied; a retry re-reads and decides.
         raise ServiceUnavailable(
             "A concurrent push wrote the same record; retry.",
-            code="concurrent_write",
+            code=ErrorCode.CONCURRENT_WRITE,
             headers={"Retry-After": "1"},
         ) from None
 
@@ -258,11 +258,11 @@ def _check_order(ops: list[Op]) -> None:
         if ops[index].op_seq != ops[index - 1].op_seq + 1:
             raise BadRequest(
                 "Ops must be in ascending, contiguous op_seq order.",
-                code="ops_not_contiguous",
+                code=ErrorCode.OPS_NOT_CONTIGUOUS,
                 errors=[
                     ErrorItem(
                         path=f"$.ops[{index}].op_seq",
-                        code="ops_not_contiguous",
+                        code=ErrorCode.OPS_NOT_CONTIGUOUS,
                         message="expected the next op_seq",
                     )
                 ],
@@ -323,7 +323,7 @@ async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
         return OpResult(op_seq=op.op_seq, status="rejected", errors=bad_text)
     if op.kind == "resolve":
         if op.resolve is None:
-            return _rejected(op, "$.resolve", "op_invalid", "a resolve op needs `resolve`")
+            return _rejected(op, "$.resolve", ErrorCode.OP_INVALID, "a resolve op needs `resolve`")
         # The resolution reads and writes the database: it must see this push's writes so far,
         # and the batch must not hold a copy of the entity it changes.
         await ctx.entities.flush()
@@ -347,7 +347,9 @@ async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
             ],
         )
     if op.submission is None:
-        return _rejected(op, "$.submission", "op_invalid", "a submission op needs `submission`")
+        return _rejected(
+            op, "$.submission", ErrorCode.OP_INVALID, "a submission op needs `submission`"
+        )
     return await _apply_submission(ctx, op)
 
 
@@ -380,7 +382,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         errors.append(
             ErrorItem(
                 path="$.submission.instance_id",
-                code="instance_id_reused",
+                code=ErrorCode.INSTANCE_ID_REUSED,
                 message="this instance_id was already used for different content; edits use deprecated_id",
             )
         )
@@ -388,14 +390,16 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         errors.append(
             ErrorItem(
                 path="$.submission.ward_code",
-                code="ward_forbidden",
+                code=ErrorCode.WARD_FORBIDDEN,
                 message=f"ward {sub.ward_code} is not assigned to you",
             )
         )
     if not errors and not may_write(principal.role):
         errors.append(
             ErrorItem(
-                path="$.submission", code="role_forbidden", message="this role does not submit data"
+                path="$.submission",
+                code=ErrorCode.ROLE_FORBIDDEN,
+                message="this role does not submit data",
             )
         )
     if not errors:
@@ -421,7 +425,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 errors.append(
                     ErrorItem(
                         path=f"$.submission.entities[{index}].list",
-                        code="list_forbidden",
+                        code=ErrorCode.LIST_FORBIDDEN,
                         message=f"you may not write the list {change.list!r}",
                     )
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas.blobs import AttachmentStatus
+from schemas.errors import ErrorCode
 from server.auth import Principal, require_role
 from server.db.tables_sync import Submission
 from server.errors import NotFound
@@ -20,5 +21,5 @@ async def attachments_of(principal: Principal, instance_id: str) -> AttachmentSt
         .first()
     )
     if row is None or not principal.may_see_ward(row["ward_code"]):
-        raise NotFound("No such submission.", code="submission_not_found")
+        raise NotFound("No such submission.", code=ErrorCode.SUBMISSION_NOT_FOUND)
     return await attachment_status(instance_id)

@@ -16,8 +16,15 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
+from schemas.errors import ErrorCode
 from server.db.tables_blobs import Blob
-from server.errors import Gone, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from server.errors import (
+    ChecksumMismatch,
+    Gone,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from server.services.blobs import (
     SNIFF_BYTES,
     normalize_content_type,
@@ -36,7 +43,6 @@ from server.services.uploads.runtime import Flight, Live, UploadRuntime
 from server.services.uploads.tus import (
     CHECKSUM_ALGORITHMS,
     Checksum,
-    ChecksumMismatch,
     ClientDisconnected,
 )
 from sync.blobs import STAGING_PART_SIZE, BlobHashMismatch, BlobStore, StagedPart
@@ -142,7 +148,7 @@ class Patch:
                 if arrived > remaining:
                     raise PayloadTooLarge(
                         f"More bytes than the {remaining} left of the declared Upload-Length.",
-                        code="upload_length_exceeded",
+                        code=ErrorCode.UPLOAD_LENGTH_EXCEEDED,
                     )
                 if self.chunk_check is not None:
                     self.chunk_check.update(chunk)
@@ -197,12 +203,12 @@ class Patch:
                     self.store,
                     self.runtime,
                     state="failed",
-                    failure="content_type_mismatch",
+                    failure=ErrorCode.CONTENT_TYPE_MISMATCH,
                 )
                 raise UnsupportedMediaType(
                     f"The file's bytes are {live.sniffed_type or 'of an unknown type'}, "
                     f"not the declared {self.row.content_type}.",
-                    code="content_type_mismatch",
+                    code=ErrorCode.CONTENT_TYPE_MISMATCH,
                 )
         end = start + len(data)
         if self.checksum is not None or end == self.length:
@@ -278,11 +284,11 @@ class Patch:
             # The store keeps a stored blob without reading the staged bytes back, so without
             # our own digest these bytes would prove nothing: start again with a hash.
             await close_upload(
-                row, store, self.runtime, state="failed", failure="upload_cannot_resume"
+                row, store, self.runtime, state="failed", failure=ErrorCode.UPLOAD_CANNOT_RESUME
             )
             raise Gone(
                 "This upload cannot be resumed on this server; start a new one.",
-                code="upload_cannot_resume",
+                code=ErrorCode.UPLOAD_CANNOT_RESUME,
             )
         try:
             if digest is not None and digest != row.sha256:
@@ -297,11 +303,11 @@ class Patch:
             )
         except BlobHashMismatch:
             await close_upload(
-                row, store, self.runtime, state="failed", failure="blob_hash_mismatch"
+                row, store, self.runtime, state="failed", failure=ErrorCode.BLOB_HASH_MISMATCH
             )
             raise Unprocessable(
                 "The file's bytes do not match its declared SHA-256; nothing was kept.",
-                code="blob_hash_mismatch",
+                code=ErrorCode.BLOB_HASH_MISMATCH,
             ) from None
         await record_blob(row.sha256, info.size, row.content_type, row.user_id)
         # Published: its staging is now the blob, so the row closes without discarding it.

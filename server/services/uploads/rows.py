@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from piccolo.columns import Column
 
+from schemas.errors import ErrorCode
 from server.db.tables_blobs import Upload
 from server.errors import Conflict
 from sync.blobs import StagedPart
@@ -172,7 +173,9 @@ async def commit_progress(
         .run()
     )
     if not updated:
-        raise Conflict("Another request changed this upload.", code="upload_offset_mismatch")
+        raise Conflict(
+            "Another request changed this upload.", code=ErrorCode.UPLOAD_OFFSET_MISMATCH
+        )
     return at + expiry
 
 

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import msgspec
 
+from schemas.errors import ErrorCode
 from server.auth import Principal
 from server.db.engine import transaction
 from server.db.tables_blobs import Blob
@@ -64,26 +65,26 @@ async def create_upload(
     if not _SHA256_HEX.fullmatch(sha256):
         raise BadRequest(
             "Upload-Metadata needs sha256: the file's SHA-256 as 64 hex characters.",
-            code="upload_metadata_invalid",
+            code=ErrorCode.UPLOAD_METADATA_INVALID,
         )
     content_type = metadata.get("content_type") or metadata.get("filetype") or ""
     allowed = {normalize_content_type(t) for t in settings.allowed_content_type_set}
     if normalize_content_type(content_type) not in allowed:
         raise UnsupportedMediaType(
             f"Attachments of type {content_type or '(none)'!r} are not accepted.",
-            code="content_type_not_allowed",
+            code=ErrorCode.CONTENT_TYPE_NOT_ALLOWED,
         )
     if length > settings.max_upload_bytes:
         raise PayloadTooLarge(
             f"The file has {length} bytes; the most an attachment may have is "
             f"{settings.max_upload_bytes}.",
-            code="upload_too_large",
+            code=ErrorCode.UPLOAD_TOO_LARGE,
         )
     if length == 0 and sha256 != _EMPTY_SHA256:
         # Refused before the row exists: a failed empty upload must not hold a slot for a day.
         raise Unprocessable(
             f"An empty file hashes to {_EMPTY_SHA256}, not the declared SHA-256.",
-            code="blob_hash_mismatch",
+            code=ErrorCode.BLOB_HASH_MISMATCH,
         )
     row = new_row(
         upload_id=secrets.token_hex(16),
@@ -109,7 +110,7 @@ async def create_upload(
             if await count_active(principal.user_id, row.created_at) >= limit:
                 raise TooManyRequests(
                     f"At most {limit} unfinished uploads at once; finish or cancel one first.",
-                    code="too_many_uploads",
+                    code=ErrorCode.TOO_MANY_UPLOADS,
                     headers={"Retry-After": "30"},
                 )
         await insert_row(row)
@@ -151,7 +152,7 @@ async def _owned_row(principal: Principal, upload_id: str, runtime: UploadRuntim
     if row is None or row.user_id != principal.user_id:
         if row is None:
             runtime.forget(upload_id)  # removed by another process (DELETE, gc-blobs)
-        raise NotFound("There is no such upload.", code="upload_not_found")
+        raise NotFound("There is no such upload.", code=ErrorCode.UPLOAD_NOT_FOUND)
     return row
 
 
@@ -165,11 +166,16 @@ async def _usable_row(
     """The caller's upload, unless it expired (its staged parts are removed now) or failed."""
     row = row or await _owned_row(principal, upload_id, runtime)
     if row.state == "active" and row.expires_at <= now():
-        row = await close_upload(row, store, runtime, state="expired", failure="upload_expired")
+        row = await close_upload(
+            row, store, runtime, state="expired", failure=ErrorCode.UPLOAD_EXPIRED
+        )
     if row.state == "expired":
-        raise Gone("This upload expired; start a new one.", code="upload_expired")
+        raise Gone("This upload expired; start a new one.", code=ErrorCode.UPLOAD_EXPIRED)
     if row.state == "failed":
-        raise Gone("This upload failed verification; start a new one.", code=row.failure or "gone")
+        raise Gone(
+            "This upload failed verification; start a new one.",
+            code=ErrorCode(row.failure or ErrorCode.GONE),
+        )
     return row
 
 
@@ -214,7 +220,7 @@ async def append(
         if offset != expected:
             raise Conflict(
                 f"Upload-Offset {offset} does not match the {expected} bytes received.",
-                code="upload_offset_mismatch",
+                code=ErrorCode.UPLOAD_OFFSET_MISMATCH,
             )
         if row.state == "done":
             await _drain(body)
@@ -270,10 +276,12 @@ async def _live_from_row(
     if hasher is None and store.staging_blob(row.staging) is not None:
         # Staged at the blob's key, it can only publish with a digest, and this one's hashing
         # cannot be resumed here: start again rather than hold bytes that can never publish.
-        await close_upload(row, store, runtime, state="failed", failure="upload_cannot_resume")
+        await close_upload(
+            row, store, runtime, state="failed", failure=ErrorCode.UPLOAD_CANNOT_RESUME
+        )
         raise Gone(
             "This upload cannot be resumed on this server; start a new one.",
-            code="upload_cannot_resume",
+            code=ErrorCode.UPLOAD_CANNOT_RESUME,
         )
     live = Live(
         handle=row.staging,

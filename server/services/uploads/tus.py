@@ -8,23 +8,12 @@ import binascii
 import hashlib
 from typing import NamedTuple
 
-from server.errors import BadRequest, DomainError
+from schemas.errors import ErrorCode
+from server.errors import BadRequest
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
-
-
-class ChecksumMismatch(DomainError):
-    status = 460  # tus checksum extension: "Checksum Mismatch"
-    code = "checksum_mismatch"
-    title = "Checksum mismatch"
-
-
-class PreconditionFailed(DomainError):
-    status = 412
-    code = "tus_version_unsupported"
-    title = "Unsupported protocol version"
 
 
 class ClientDisconnected(Exception):
@@ -48,7 +37,7 @@ def parse_metadata(header: str) -> dict[str, str]:
         except (binascii.Error, UnicodeDecodeError):
             raise BadRequest(
                 f"Upload-Metadata value for {key!r} is not base64 UTF-8.",
-                code="upload_metadata_invalid",
+                code=ErrorCode.UPLOAD_METADATA_INVALID,
             ) from None
     return metadata
 
@@ -61,9 +50,11 @@ def parse_checksum(header: str | None) -> Checksum | None:
     if algorithm not in CHECKSUM_ALGORITHMS:
         raise BadRequest(
             f"Upload-Checksum algorithm {algorithm!r} is not supported (sha256, sha1).",
-            code="checksum_algorithm_unsupported",
+            code=ErrorCode.CHECKSUM_ALGORITHM_UNSUPPORTED,
         )
     try:
         return Checksum(algorithm, base64.b64decode(encoded.strip(), validate=True))
     except binascii.Error:
-        raise BadRequest("Upload-Checksum digest is not base64.", code="checksum_invalid") from None
+        raise BadRequest(
+            "Upload-Checksum digest is not base64.", code=ErrorCode.CHECKSUM_INVALID
+        ) from None
