@@ -9,7 +9,8 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from server.auth import Principal, bearer_token, require_role
+from server.auth import Principal, bearer_token
+from server.permissions import require
 from server.services import identity
 from server.settings import Settings
 
@@ -37,7 +38,7 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 async def provide_admin(request: Request[Any, Any, Any]) -> Principal:
     principal = await provide_principal(request)
-    require_role(principal, "admin")
+    require(principal, "user.admin")
     return principal
 
 

@@ -33,7 +33,8 @@ from server.api.openapi import (
     Documented,
     problems,
 )
-from server.auth import Principal, require_role
+from server.auth import Principal
+from server.permissions import require
 from server.services import forms
 
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -127,7 +128,7 @@ class FormController(Controller):
     async def versions(
         self, principal: NamedDependency[Principal], form_id: FromPath[str]
     ) -> list[FormVersionInfo]:
-        require_role(principal, "admin", "supervisor")
+        require(principal, "form.review")
         return await forms.list_versions(form_id)
 
     @get(
@@ -173,7 +174,7 @@ class FormController(Controller):
         a: FromPath[str],
         b: FromPath[str],
     ) -> FormDiff:
-        require_role(principal, "admin", "supervisor")
+        require(principal, "form.review")
         return await forms.diff_versions(form_id, a, b)
 
     @post(
