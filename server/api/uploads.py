@@ -21,6 +21,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect, Stream
 
 from schemas.blobs import BlobCheck, BlobCheckResult
+from server.api.deps import ANY_ROLE
 from server.api.openapi import (
     ANY_TYPE,
     BEARER,
@@ -165,6 +166,7 @@ class UploadController(Controller):
         summary="Create an upload (Upload-Length, Upload-Metadata with sha256, content_type)",
         request_max_body_size=None,  # creation-with-upload: bounded by Upload-Length instead
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *BODY, 409, 412, 415, 422, 429, 460),
         operation_class=Documented(
             body=BINARY,
@@ -224,6 +226,7 @@ class UploadController(Controller):
         "/{upload_id:str}",
         summary="How many bytes the server has",
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *PARAMS, 404, 410, 412),
         operation_class=Documented(
             headers=[TUS_RESUMABLE], empty=True, answer_headers={200: _UPLOAD_STATE}
@@ -249,6 +252,7 @@ class UploadController(Controller):
         status_code=204,
         request_max_body_size=None,  # bounded by the upload's remaining length instead
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *BODY, 404, 409, 410, 412, 415, 422, 460),
         operation_class=Documented(
             body=BINARY,
@@ -293,6 +297,7 @@ class UploadController(Controller):
         summary="Cancel an upload and drop its bytes",
         status_code=204,
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *PARAMS, 404, 409, 410, 412),
         operation_class=Documented(
             headers=[TUS_RESUMABLE],
@@ -317,6 +322,7 @@ class BlobController(Controller):
     path = "/api/v1/blobs"
     tags = ["attachments"]
     security = BEARER
+    guards = [ANY_ROLE]
 
     @post(
         "/check",
