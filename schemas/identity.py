@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
 from schemas.common import UUIDStr
 
 Role = Literal["admin", "supervisor", "outreach", "trainer", "inspector", "viewer"]
-ROLES: tuple[str, ...] = ("admin", "supervisor", "outreach", "trainer", "inspector", "viewer")
+ROLES: tuple[Role, ...] = get_args(Role)
 CITY_WIDE = "*"
 
 Username = Annotated[

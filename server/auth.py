@@ -18,11 +18,11 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from litestar import Request
+from litestar.connection import ASGIConnection
 
 from schemas.errors import ErrorCode
 from schemas.identity import CITY_WIDE
-from server.errors import Forbidden, Unauthorized
+from server.errors import Unauthorized
 
 ISSUER = "fieldsync"
 AUDIENCE = "fieldsync-api"
@@ -140,7 +140,7 @@ def decode_access_token(token: str, *, secret: str) -> dict[str, Any]:
         raise Unauthorized("The access token is not valid.", code=ErrorCode.TOKEN_INVALID) from None
 
 
-def bearer_token(request: Request[Any, Any, Any]) -> str:
+def bearer_token(request: ASGIConnection[Any, Any, Any, Any]) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -150,10 +150,3 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
             headers={"WWW-Authenticate": 'Bearer realm="fieldsync"'},
         )
     return token.strip()
-
-
-def require_role(principal: Principal, *roles: str) -> None:
-    if principal.role not in roles:
-        raise Forbidden(
-            f"This action needs the role {' or '.join(roles)}.", code=ErrorCode.ROLE_FORBIDDEN
-        )

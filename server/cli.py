@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.identity import ROLES
 from server.settings import Settings, SettingsError, load_settings
 
 
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument(
         "--role",
         required=True,
-        choices=["admin", "supervisor", "outreach", "trainer", "inspector", "viewer"],
+        choices=ROLES,
     )
     create.add_argument(
         "--wards", default="", help='comma-separated ward codes, or "*" for city-wide'

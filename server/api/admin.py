@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from schemas.identity import Device, User, UserCreate, UserUpdate
-from server.api.deps import client_address
+from server.api.deps import allow, client_address
 from server.api.openapi import ADMIN, BEARER, BODY, PARAMS, problems
 from server.auth import Principal
 from server.services import audit, identity
@@ -18,6 +18,7 @@ from server.services import audit, identity
 class UserController(Controller):
     path = "/api/v1/users"
     tags = ["admin"]
+    guards = [allow("user.admin")]
     security = BEARER
 
     @post("/", summary="Create a user", responses=problems(*ADMIN, *BODY, 409))
@@ -55,6 +56,7 @@ class UserController(Controller):
 class DeviceController(Controller):
     path = "/api/v1/devices"
     tags = ["admin"]
+    guards = [allow("user.admin")]
     security = BEARER
 
     @get("/", summary="List devices", responses=problems(*ADMIN))
@@ -79,6 +81,7 @@ class DeviceController(Controller):
 class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["admin"]
+    guards = [allow("audit.read")]
     security = BEARER
 
     @get("/", summary="Most recent audit entries", responses=problems(*ADMIN, *PARAMS))

@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from schemas.identity import LoginRequest, RefreshRequest, TokenPair, UserSummary
-from server.api.deps import client_address, settings_of
+from server.api.deps import ANY_ROLE, client_address, settings_of
 from server.api.openapi import BEARER, BODY, SIGNED_IN, problems
 from server.auth import Principal
 from server.services import identity
@@ -39,7 +39,13 @@ class AuthController(Controller):
     ) -> TokenPair:
         return await identity.refresh(settings_of(request), data.refresh_token)
 
-    @get("/me", summary="Who am I", security=BEARER, responses=problems(*SIGNED_IN))
+    @get(
+        "/me",
+        summary="Who am I",
+        security=BEARER,
+        responses=problems(*SIGNED_IN),
+        guards=[ANY_ROLE],
+    )
     async def me(self, principal: NamedDependency[Principal]) -> UserSummary:
         return UserSummary(
             id=principal.user_id,

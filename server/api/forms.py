@@ -22,6 +22,7 @@ from schemas.forms import (
     ValidateRequest,
     ValidationResult,
 )
+from server.api.deps import ANY_ROLE, allow
 from server.api.openapi import (
     ADMIN,
     BEARER,
@@ -33,7 +34,7 @@ from server.api.openapi import (
     Documented,
     problems,
 )
-from server.auth import Principal, require_role
+from server.auth import Principal
 from server.services import forms
 
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -60,6 +61,7 @@ def _not_modified(request: Request[Any, Any, Any], etag: str) -> bool:
 class FormController(Controller):
     path = "/api/v1/forms"
     tags = ["forms"]
+    guards = [ANY_ROLE]
     security = BEARER
 
     @get(
@@ -81,6 +83,7 @@ class FormController(Controller):
         "/admin",
         summary="Every form with its state, roles and draft (admin)",
         responses=problems(*ADMIN),
+        guards=[allow("form.admin")],
     )
     async def admin_list(self, admin: NamedDependency[Principal]) -> list[FormInfo]:
         return await forms.list_forms()
@@ -89,6 +92,7 @@ class FormController(Controller):
         "/",
         summary="Upload an XLSForm (.xlsx) or XForm (.xml) as the form's draft",
         responses=problems(*ADMIN, *BODY, 409),
+        guards=[allow("form.admin")],
     )
     async def upload(
         self, admin: NamedDependency[Principal], data: MultipartBody[FormUpload]
@@ -100,6 +104,7 @@ class FormController(Controller):
         "/{form_id:str}/publish",
         summary="Publish the draft as an immutable version",
         responses=problems(*ADMIN, *BODY, 404, 409),
+        guards=[allow("form.admin")],
     )
     async def publish(
         self,
@@ -113,6 +118,7 @@ class FormController(Controller):
         "/{form_id:str}",
         summary="Change state (open, closing, closed) or the roles that fill it",
         responses=problems(*ADMIN, *BODY, 404, 409),
+        guards=[allow("form.admin")],
     )
     async def update(
         self, admin: NamedDependency[Principal], form_id: FromPath[str], data: JSONBody[FormUpdate]
@@ -123,11 +129,11 @@ class FormController(Controller):
         "/{form_id:str}/versions",
         summary="All versions of a form",
         responses=problems(*ADMIN, *PARAMS, 404),
+        guards=[allow("form.review")],
     )
     async def versions(
         self, principal: NamedDependency[Principal], form_id: FromPath[str]
     ) -> list[FormVersionInfo]:
-        require_role(principal, "admin", "supervisor")
         return await forms.list_versions(form_id)
 
     @get(
@@ -165,6 +171,7 @@ class FormController(Controller):
         "/{form_id:str}/versions/{a:str}/diff/{b:str}",
         summary="What changed between two versions",
         responses=problems(*ADMIN, *PARAMS, 404),
+        guards=[allow("form.review")],
     )
     async def diff(
         self,
@@ -173,7 +180,6 @@ class FormController(Controller):
         a: FromPath[str],
         b: FromPath[str],
     ) -> FormDiff:
-        require_role(principal, "admin", "supervisor")
         return await forms.diff_versions(form_id, a, b)
 
     @post(
@@ -181,6 +187,7 @@ class FormController(Controller):
         status_code=200,
         summary="Validate a submission against this exact version (admin)",
         responses=problems(*ADMIN, *BODY, 404),
+        guards=[allow("form.admin")],
     )
     async def validate(
         self,

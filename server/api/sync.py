@@ -20,7 +20,7 @@ from schemas.sync import (
     Resolve,
     ResolveBody,
 )
-from server.api.deps import settings_of
+from server.api.deps import ANY_ROLE, allow, settings_of
 from server.api.openapi import BEARER, BODY, PARAMS, SIGNED_IN, Documented, problems
 from server.auth import Principal
 from server.errors import BadRequest
@@ -68,6 +68,7 @@ def encode_for(request: Request[Any, Any, Any], value: Any) -> Response[bytes]:
 class SyncController(Controller):
     path = "/api/v1/sync"
     tags = ["sync"]
+    guards = [ANY_ROLE]
     security = BEARER
 
     @post(
@@ -101,6 +102,7 @@ class SyncController(Controller):
 class ConflictController(Controller):
     path = "/api/v1/conflicts"
     tags = ["sync"]
+    guards = [allow("conflict.resolve")]
     security = BEARER
 
     @get(
@@ -144,6 +146,7 @@ class ConflictController(Controller):
 class SubmissionController(Controller):
     path = "/api/v1/submissions"
     tags = ["sync"]
+    guards = [allow("submission.supervise")]
     security = BEARER
 
     @get(

@@ -22,6 +22,7 @@ from litestar.response import Redirect, Stream
 
 from schemas.blobs import BlobCheck, BlobCheckResult
 from schemas.errors import ErrorCode
+from server.api.deps import ANY_ROLE
 from server.api.openapi import (
     ANY_TYPE,
     BEARER,
@@ -173,6 +174,7 @@ class UploadController(Controller):
         summary="Create an upload (Upload-Length, Upload-Metadata with sha256, content_type)",
         request_max_body_size=None,  # creation-with-upload: bounded by Upload-Length instead
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *BODY, 409, 412, 415, 422, 429, 460),
         operation_class=Documented(
             body=BINARY,
@@ -232,6 +234,7 @@ class UploadController(Controller):
         "/{upload_id:str}",
         summary="How many bytes the server has",
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *PARAMS, 404, 410, 412),
         operation_class=Documented(
             headers=[TUS_RESUMABLE], empty=True, answer_headers={200: _UPLOAD_STATE}
@@ -257,6 +260,7 @@ class UploadController(Controller):
         status_code=204,
         request_max_body_size=None,  # bounded by the upload's remaining length instead
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *BODY, 404, 409, 410, 412, 415, 422, 460),
         operation_class=Documented(
             body=BINARY,
@@ -301,6 +305,7 @@ class UploadController(Controller):
         summary="Cancel an upload and drop its bytes",
         status_code=204,
         security=BEARER,
+        guards=[ANY_ROLE],
         responses=problems(*SIGNED_IN, *PARAMS, 404, 409, 410, 412),
         operation_class=Documented(
             headers=[TUS_RESUMABLE],
@@ -325,6 +330,7 @@ class BlobController(Controller):
     path = "/api/v1/blobs"
     tags = ["attachments"]
     security = BEARER
+    guards = [ANY_ROLE]
 
     @post(
         "/check",

@@ -9,11 +9,12 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from schemas.sync import ConflictCandidate, ConflictRecord, Resolve
-from server.auth import Principal, require_role
+from server.auth import Principal
 from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import ConflictRow
 from server.errors import BadRequest, Conflict, NotFound
+from server.permissions import require
 from server.services import changes as change_log
 from server.services.changes import ChangeRef
 from server.services.entity_lists import get_list
@@ -25,8 +26,6 @@ from sync.merge import (
     WriteContext,
     resolve_conflict,
 )
-
-RESOLVER_ROLES = ("admin", "supervisor")
 
 
 def record_of(row: dict[str, Any]) -> ConflictRecord:
@@ -54,7 +53,7 @@ async def list_conflicts(
     ward: str | None,
     limit: int = 200,
 ) -> list[ConflictRecord]:
-    require_role(principal, *RESOLVER_ROLES)
+    require(principal, "conflict.resolve")
     query = ConflictRow.select()
     if status:
         query = query.where(ConflictRow.status == status)
@@ -84,7 +83,7 @@ async def resolve(
     """Write the chosen value as a new entity version; idempotent on resolution_id; 409 `stale`
     when the entity moved on. Runs inside the caller's transaction. Returns the conflict record
     and the entity's version after the resolution (its current one for a repeated resolution)."""
-    require_role(principal, *RESOLVER_ROLES)
+    require(principal, "conflict.resolve")
     query = ConflictRow.select().where(ConflictRow.id == request.conflict_id)
     if current_engine().engine_type == "postgres":
         query = query.lock_rows()

@@ -13,6 +13,7 @@ from schemas.forms import FormSpec
 from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
 from server.db.tables_sync import EntityListRow
+from server.permissions import role_can
 from sync.merge import EntityListDef, Policy, PropertyDef
 
 P = PropertyDef
@@ -185,12 +186,8 @@ async def _lists_for_role(role: str) -> set[str]:
     lists: set[str] = set()
     for row in rows:
         spec = from_json(row["spec"])
-        if role in ("admin", "supervisor", "viewer") or role in forms.get(row["form"], []):
+        if role_can(role, "form.read_all") or role in forms.get(row["form"], []):
             lists.update(e["list_name"] for e in spec.get("entities", []))
-    if role in ("admin", "supervisor", "viewer"):
+    if role_can(role, "form.read_all"):
         lists.update(PROGRAMME_LISTS)
     return lists
-
-
-def may_write(role: str) -> bool:
-    return role != "viewer"

@@ -37,6 +37,7 @@ from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from server.permissions import FormScope, can
 from server.services import audit
 from server.services import changes as change_log
 from server.services.entity_lists import forget_role_lists, register_form_lists
@@ -56,7 +57,6 @@ TEMPLATE_ROLES: dict[str, list[str]] = {
 PUBLISHED_SPEC_CACHE_SIZE = 256
 _published_specs: dict[tuple[int, str], FormSpec] = {}
 # Admins, supervisors and viewers read every form version; field roles read the forms they fill.
-READ_ALL_ROLES = {"admin", "supervisor", "viewer"}
 
 
 def _now() -> datetime:
@@ -262,13 +262,9 @@ async def _latest_published(form_id: str) -> FormSpec | None:
     return from_json(row["spec"], FormSpec) if row else None
 
 
-def _may_read(principal: Principal, form: dict[str, Any]) -> bool:
-    return principal.role in READ_ALL_ROLES or may_fill(principal, form)
-
-
-def may_fill(principal: Principal, form: dict[str, Any]) -> bool:
-    """Who fills a form: the device form list and push both ask this, so they cannot disagree."""
-    return principal.role == "admin" or principal.role in from_json(form["roles"], list[str])
+def form_scope(form: dict[str, Any]) -> FormScope:
+    """A form row as the permission table reads it: its roles column says who fills it."""
+    return FormScope(from_json(form["roles"], list[str]))
 
 
 async def get_spec(
@@ -276,7 +272,7 @@ async def get_spec(
 ) -> FormSpec:
     """An immutable published version. Callers who may not fill the form see 404."""
     form = form or await _form_row(form_id)
-    if principal is not None and not _may_read(principal, form):
+    if principal is not None and not can(principal, "form.read", form_scope(form)):
         raise NotFound(f"There is no form {form_id!r}.", code=ErrorCode.FORM_UNKNOWN)
     cache_key = (id(current_engine()), _version_key(form_id, version))
     spec = _published_specs.get(cache_key)
@@ -310,7 +306,7 @@ async def get_xform(principal: Principal, form_id: str, version: str) -> str:
 async def list_for_device(principal: Principal) -> list[FormListItem]:
     """Open forms the caller fills, each pinned to its current version; closing ones are hidden."""
     forms = await Form.select().where(Form.state == "open", Form.current_version.is_not_null())
-    fillable = [f for f in forms if may_fill(principal, f)]
+    fillable = [f for f in forms if can(principal, "form.fill", form_scope(f))]
     if not fillable:
         return []
     keys = [_version_key(f["form_id"], f["current_version"]) for f in fillable]
@@ -418,7 +414,7 @@ async def accepting_spec(principal: Principal, form_id: str, version: str) -> Fo
     """The exact version a submission names, refusing closed forms and forms the caller may not
     fill (hidden from their form list, so they would never have had it)."""
     form = await _form_row(form_id)
-    if not may_fill(principal, form):
+    if not can(principal, "form.fill", form_scope(form)):
         raise Forbidden(
             f"Your role may not fill the form {form_id!r}.", code=ErrorCode.FORM_FORBIDDEN
         )

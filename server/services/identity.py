@@ -28,6 +28,7 @@ from server.db.json_columns import from_json, to_json
 from server.db.tables import AppUser, LoginThrottle, RefreshToken
 from server.db.tables import Device as DeviceRow
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from server.permissions import CITY_WIDE_ROLES, role_can, roles_with
 from server.services import audit
 from server.services.wards import official_ward_codes
 from server.settings import Settings
@@ -62,7 +63,7 @@ def _user(row: dict[str, Any]) -> User:
 
 def normalise_wards(role: str, wards: Sequence[str], *, path: str = "$.wards") -> list[str]:
     """Admins are city-wide; everyone else needs official ward codes or ["*"]."""
-    if role == "admin":
+    if role in CITY_WIDE_ROLES:
         return [CITY_WIDE]
     unique = sorted(set(wards))
     if not unique:
@@ -152,7 +153,7 @@ async def list_users() -> list[User]:
 
 
 async def count_admins() -> int:
-    return await AppUser.count().where(AppUser.role == "admin", AppUser.disabled.eq(False))
+    return await AppUser.count().where(_administers_users(), AppUser.disabled.eq(False))
 
 
 async def update_user(
@@ -179,7 +180,9 @@ async def update_user(
         changes[AppUser.disabled] = data.disabled
         details["disabled"] = data.disabled
     async with transaction():
-        if current.role == "admin" and (role != "admin" or data.disabled):
+        if role_can(current.role, "user.admin") and (
+            not role_can(role, "user.admin") or data.disabled
+        ):
             await _refuse_if_last_admin(current.id)
         await AppUser.update(changes).where(AppUser.id == uuid.UUID(current.id))
         if data.disabled or data.password is not None:
@@ -198,9 +201,13 @@ async def update_user(
     return await get_user(current.id)
 
 
+def _administers_users() -> Any:
+    return AppUser.role.is_in(list(roles_with("user.admin")))
+
+
 async def _refuse_if_last_admin(user_id: str) -> None:
     """Inside the caller's transaction: 409 if no other active admin would remain."""
-    query = AppUser.select(AppUser.id).where(AppUser.role == "admin", AppUser.disabled.eq(False))
+    query = AppUser.select(AppUser.id).where(_administers_users(), AppUser.disabled.eq(False))
     if current_engine().engine_type == "postgres":
         # Lock every active admin row, so two admins demoting each other at once serialise here.
         query = query.lock_rows()

@@ -30,8 +30,9 @@ from server.db.json_columns import from_json
 from server.db.tables_forms import Form, FormVersion
 from server.db.tables_sync import ChangeLog, ConflictRow, Entity, OpLedger, OpStream
 from server.errors import BadRequest, Forbidden
+from server.permissions import FormScope, can
 from server.services import changes as change_log
-from server.services.conflicts import RESOLVER_ROLES, record_of
+from server.services.conflicts import record_of
 from server.services.entity_lists import lists_for_role
 from server.services.entity_store import state_of
 from server.services.push import now_ms, server_hlc
@@ -61,8 +62,6 @@ from sync.scope import (
     ward_set,
     wards_lost,
 )
-
-READ_ALL_FORM_ROLES = {"admin", "supervisor", "viewer"}
 
 
 async def pull(settings: Settings, principal: Principal, request: PullRequest) -> PullResponse:
@@ -181,7 +180,7 @@ async def _serve_log(
     cursor's position. Returns the new position, the back-fill left, and whether more is left."""
     position = 0 if cursor is None else cursor.position
     backfill = None if cursor is None else cursor.backfill
-    include_conflicts = principal.role in RESOLVER_ROLES
+    include_conflicts = can(principal, "conflict.resolve")
     form_roles = await _form_roles()
 
     async def serve(
@@ -259,7 +258,7 @@ def _change_for(
     if kind == "evict":
         return _evicted(row["list"], _evicted_entity(record_id))
     if kind == "form":
-        if principal.role in READ_ALL_FORM_ROLES or principal.role in form_roles.get(record_id, []):
+        if can(principal, "form.read", FormScope(form_roles.get(record_id, []))):
             return forms.get(record_id)
     return None
 
@@ -333,7 +332,7 @@ async def _evict(
     Returns where to go on from, or None when all are served."""
     served = Scope(cursor.wards, cursor.lists)
     left = left_scope(served, scope)
-    lost = wards_lost(served.wards, scope.wards) if principal.role in RESOLVER_ROLES else None
+    lost = wards_lost(served.wards, scope.wards) if can(principal, "conflict.resolve") else None
     current: EvictionPhase | None = phase
     while current is not None:
         limit = page.items_left + 1

@@ -36,10 +36,11 @@ from server.db.engine import transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import OpLedger, OpStream, Submission, SubmissionAttachment
 from server.errors import BadRequest, DomainError, Forbidden, ServiceUnavailable
+from server.permissions import can
 from server.services import changes as change_log
 from server.services import conflicts, entities
 from server.services.blobs import missing_blobs
-from server.services.entity_lists import get_list, lists_for_role, may_write
+from server.services.entity_lists import get_list, lists_for_role
 from server.services.entity_store import EntityBatch
 from server.services.forms import accepting_spec
 from server.text_rules import control_characters_of, scrubbed
@@ -394,7 +395,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 message=f"ward {sub.ward_code} is not assigned to you",
             )
         )
-    if not errors and not may_write(principal.role):
+    if not errors and not can(principal, "data.submit"):
         errors.append(
             ErrorItem(
                 path="$.submission",

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from schemas.blobs import AttachmentStatus
 from schemas.errors import ErrorCode
-from server.auth import Principal, require_role
+from server.auth import Principal
 from server.db.tables_sync import Submission
 from server.errors import NotFound
+from server.permissions import require
 from server.services.blobs import attachment_status
-
-SUPERVISING_ROLES = ("admin", "supervisor")
 
 
 async def attachments_of(principal: Principal, instance_id: str) -> AttachmentStatus:
     """ "2 of 3 files received" for an accepted submission in the caller's wards; 404 otherwise."""
-    require_role(principal, *SUPERVISING_ROLES)
+    require(principal, "submission.supervise")
     row = (
         await Submission.select(Submission.ward_code)
         .where(Submission.instance_id == instance_id, Submission.status == "accepted")
