@@ -87,22 +87,8 @@ class S3BlobStore(BlobStore):
     def __init__(self, bucket: str, options: S3Options) -> None:
         self.bucket = bucket
         self.options = options
-        self._client = Minio(
-            options.endpoint,
-            access_key=options.access_key,
-            secret_key=options.secret_key,
-            secure=options.secure,
-            region=options.region,
-            http_client=_http_client(options, options.read_timeout),
-        )
-        self._probe = Minio(
-            options.endpoint,
-            access_key=options.access_key,
-            secret_key=options.secret_key,
-            secure=options.secure,
-            region=options.region,
-            http_client=_http_client(options, options.probe_timeout),
-        )
+        self._client = _minio(options, options.read_timeout)
+        self._probe = _minio(options, options.probe_timeout)
         public_secure, public_host = _split_endpoint(
             options.public_endpoint or options.endpoint, options.secure
         )
@@ -517,6 +503,17 @@ class _ChunkReader:
         else:
             data, self._pending = self._pending[:n], self._pending[n:]
         return data
+
+
+def _minio(options: S3Options, read_timeout: float) -> Minio:
+    return Minio(
+        options.endpoint,
+        access_key=options.access_key,
+        secret_key=options.secret_key,
+        secure=options.secure,
+        region=options.region,
+        http_client=_http_client(options, read_timeout),
+    )
 
 
 def _http_client(options: S3Options, read_timeout: float) -> urllib3.PoolManager:
