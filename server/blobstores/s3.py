@@ -43,7 +43,6 @@ from sync.blobs import (
     BlobStoreUnavailable,
     StagedPart,
     deduplicated_info,
-    resolve_range,
     validate_key,
     validate_staging_id,
     verify_received,
@@ -197,15 +196,7 @@ class S3BlobStore(BlobStore):
         except BlobStoreError:
             pass  # best effort: a put that never reached S3 left nothing to remove
 
-    async def open(
-        self, sha256: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
-        info = await self.stat(sha256)
-        if info is None:
-            raise BlobNotFound(sha256)
-        return self._read(sha256, offset, resolve_range(info.size, offset, length))
-
-    async def _read(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
+    async def read_range(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
         if length == 0:
             return
         try:
