@@ -112,16 +112,9 @@ class _XFormReader:
     def labels(self, element: ET.Element | None) -> dict[str, str]:
         if element is None:
             return {}
-        ref = element.get("ref", "")
-        match = _ITEXT_REF.search(ref)
-        if match:
-            return {
-                language_code(lang) if lang != "default" else self.default_code: texts[
-                    match.group(1)
-                ]
-                for lang, texts in self.translations.items()
-                if match.group(1) in texts
-            }
+        translated = self.translated(element.get("ref", ""))
+        if translated is not None:
+            return translated
         text = "".join(element.itertext()).strip()
         return {self.default_code: text} if text else {}
 
@@ -252,16 +245,21 @@ class _XFormReader:
     def message(self, text: str | None) -> dict[str, str]:
         if not text:
             return {}
-        match = _ITEXT_REF.search(text)
-        if match:
-            return {
-                language_code(lang) if lang != "default" else self.default_code: texts[
-                    match.group(1)
-                ]
-                for lang, texts in self.translations.items()
-                if match.group(1) in texts
-            }
+        translated = self.translated(text)
+        if translated is not None:
+            return translated
         return {self.default_code: text}
+
+    def translated(self, text: str) -> dict[str, str] | None:
+        """The itext a `jr:itext('id')` reference names, by language; None for plain text."""
+        match = _ITEXT_REF.search(text)
+        if not match:
+            return None
+        return {
+            language_code(lang) if lang != "default" else self.default_code: texts[match.group(1)]
+            for lang, texts in self.translations.items()
+            if match.group(1) in texts
+        }
 
     def spec(self, root: ET.Element, title: str) -> FormSpec:
         root_path = f"/{_local(root.tag)}"

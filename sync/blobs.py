@@ -138,7 +138,6 @@ class BlobStore(abc.ABC):
     async def exists(self, sha256: str) -> bool:
         return await self.stat(sha256) is not None
 
-    @abc.abstractmethod
     async def open(
         self, sha256: str, *, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
@@ -146,6 +145,14 @@ class BlobStore(abc.ABC):
 
         Use as `async for chunk in await store.open(key, offset=..., length=...)`.
         """
+        info = await self.stat(sha256)
+        if info is None:
+            raise BlobNotFound(sha256)
+        return self.read_range(sha256, offset, resolve_range(info.size, offset, length))
+
+    @abc.abstractmethod
+    def read_range(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Stream `length` bytes from `offset`, a range `open` has already checked."""
 
     @abc.abstractmethod
     async def delete(self, sha256: str) -> None:

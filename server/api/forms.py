@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import UploadFile
@@ -37,6 +37,8 @@ from server.api.openapi import (
 from server.auth import Principal
 from server.services import forms
 
+T = TypeVar("T")
+
 IMMUTABLE = "private, max-age=31536000, immutable"
 CONDITIONAL = Documented(
     headers=[IF_NONE_MATCH],
@@ -54,8 +56,13 @@ class FormUpload:
     file: UploadFile
 
 
-def _not_modified(request: Request[Any, Any, Any], etag: str) -> bool:
-    return etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
+def _conditional(
+    request: Request[Any, Any, Any], content: T, etag: str, cache_control: str
+) -> Response[T | None]:
+    """`content` with its ETag, or an empty 304 when If-None-Match names that ETag."""
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(None, status_code=304, headers={"ETag": etag})
+    return Response(content, headers={"ETag": etag, "Cache-Control": cache_control})
 
 
 class FormController(Controller):
@@ -74,10 +81,7 @@ class FormController(Controller):
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Response[list[FormListItem] | None]:
         items = await forms.list_for_device(principal)
-        etag = forms.list_etag(items)
-        if _not_modified(request, etag):
-            return Response(None, status_code=304, headers={"ETag": etag})
-        return Response(items, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
+        return _conditional(request, items, forms.list_etag(items), "private, no-cache")
 
     @get(
         "/admin",
@@ -150,10 +154,7 @@ class FormController(Controller):
         version: FromPath[str],
     ) -> Response[FormSpec | None]:
         spec = await forms.get_spec(principal, form_id, version)
-        etag = f'"{spec.hash}"'
-        if _not_modified(request, etag):
-            return Response(None, status_code=304, headers={"ETag": etag})
-        return Response(spec, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+        return _conditional(request, spec, f'"{spec.hash}"', IMMUTABLE)
 
     @get(
         "/{form_id:str}/versions/{version:str}/xform",

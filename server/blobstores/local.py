@@ -26,7 +26,6 @@ from sync.blobs import (
     BlobStoreUnavailable,
     StagedPart,
     deduplicated_info,
-    resolve_range,
     validate_key,
     validate_staging_id,
     verify_received,
@@ -126,15 +125,7 @@ class LocalBlobStore(BlobStore):
         os.replace(staged, target)
         _sync_directory(target.parent)
 
-    async def open(
-        self, sha256: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
-        info = await self.stat(sha256)
-        if info is None:
-            raise BlobNotFound(sha256)
-        return self._read(sha256, offset, resolve_range(info.size, offset, length))
-
-    async def _read(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
+    async def read_range(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
         try:
             file = await asyncio.to_thread(self._blob_path(sha256).open, "rb")
         except FileNotFoundError:

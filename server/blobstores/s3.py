@@ -43,7 +43,6 @@ from sync.blobs import (
     BlobStoreUnavailable,
     StagedPart,
     deduplicated_info,
-    resolve_range,
     validate_key,
     validate_staging_id,
     verify_received,
@@ -87,22 +86,8 @@ class S3BlobStore(BlobStore):
     def __init__(self, bucket: str, options: S3Options) -> None:
         self.bucket = bucket
         self.options = options
-        self._client = Minio(
-            options.endpoint,
-            access_key=options.access_key,
-            secret_key=options.secret_key,
-            secure=options.secure,
-            region=options.region,
-            http_client=_http_client(options, options.read_timeout),
-        )
-        self._probe = Minio(
-            options.endpoint,
-            access_key=options.access_key,
-            secret_key=options.secret_key,
-            secure=options.secure,
-            region=options.region,
-            http_client=_http_client(options, options.probe_timeout),
-        )
+        self._client = _minio(options, options.read_timeout)
+        self._probe = _minio(options, options.probe_timeout)
         public_secure, public_host = _split_endpoint(
             options.public_endpoint or options.endpoint, options.secure
         )
@@ -211,15 +196,7 @@ class S3BlobStore(BlobStore):
         except BlobStoreError:
             pass  # best effort: a put that never reached S3 left nothing to remove
 
-    async def open(
-        self, sha256: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
-        info = await self.stat(sha256)
-        if info is None:
-            raise BlobNotFound(sha256)
-        return self._read(sha256, offset, resolve_range(info.size, offset, length))
-
-    async def _read(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
+    async def read_range(self, sha256: str, offset: int, length: int) -> AsyncIterator[bytes]:
         if length == 0:
             return
         try:
@@ -517,6 +494,17 @@ class _ChunkReader:
         else:
             data, self._pending = self._pending[:n], self._pending[n:]
         return data
+
+
+def _minio(options: S3Options, read_timeout: float) -> Minio:
+    return Minio(
+        options.endpoint,
+        access_key=options.access_key,
+        secret_key=options.secret_key,
+        secure=options.secure,
+        region=options.region,
+        http_client=_http_client(options, read_timeout),
+    )
 
 
 def _http_client(options: S3Options, read_timeout: float) -> urllib3.PoolManager:
