@@ -10,7 +10,8 @@ import pytest
 
 from server.db.tables_sync import Submission
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api, assert_problem, login
-from tests.integration.sync.helpers import Device, hlc
+from tests.integration.sync.helpers import Device
+from tests.ops import hlc
 
 pytestmark = pytest.mark.db
 
