@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.helpers import Session
-from tests.ops import FORM_VERSION, inspection_op
+from tests.ops import inspection_op
 
 
 @dataclass
@@ -27,30 +27,15 @@ class Device:
         return self.session.headers
 
     def inspection(
-        self,
-        ward: str,
-        *,
-        entity_id: str | None = None,
-        action: str = "create",
-        base_version: int = 0,
-        properties: dict[str, Any] | None = None,
-        base_properties: dict[str, Any] | None = None,
-        data: dict[str, Any] | None = None,
-        attachments: list[dict[str, Any]] | None = None,
-        form_version: str = FORM_VERSION,
+        self, ward: str, *, entity_id: str | None = None, **change: Any
     ) -> dict[str, Any]:
+        """The next op: an inspection in `ward`; `change` as `tests.ops.inspection_op` takes it."""
         op = inspection_op(
             self.next_seq,
             node=self.session.device_id[:8],
             ward=ward,
             entity_id=entity_id or str(uuid.uuid4()),
-            action=action,
-            base_version=base_version,
-            properties=properties,
-            base_properties=base_properties,
-            data=data,
-            attachments=attachments,
-            form_version=form_version,
+            **change,
         )
         self.next_seq += 1
         return op
