@@ -23,7 +23,7 @@ from bench.common import (
     now_stamp,
     throwaway_database,
 )
-from device.simulator import simulate
+from device.simulator import add_workload_arguments, simulate, workload
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -37,15 +37,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 report = await asyncio.wait_for(
                     simulate(
                         server.base_url,
-                        devices=args.devices,
-                        days=args.days,
-                        edits_per_day=args.edits_per_day,
-                        overlap=args.overlap,
-                        seed=args.seed,
+                        **workload(args),
                         admin_username="admin",
                         admin_password=ADMIN_PASSWORD,
-                        loss=args.loss,
-                        offline=args.offline,
                     ),
                     timeout=args.timeout,
                 )
@@ -59,13 +53,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=50)
-    parser.add_argument("--days", type=int, default=3)
-    parser.add_argument("--edits-per-day", type=int, default=40)
-    parser.add_argument("--overlap", type=float, default=0.2)
-    parser.add_argument("--loss", type=float, default=0.05)
-    parser.add_argument("--offline", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_workload_arguments(parser)
     parser.add_argument("--timeout", type=float, default=1200)
     raise SystemExit(asyncio.run(main_async(parser.parse_args())))
 

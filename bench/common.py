@@ -27,18 +27,15 @@ import asyncpg
 import httpx
 import msgspec
 
-from forms.templates.samples import inspection_answers
+from tests.ops import inspection_op
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Made up per run: the server is started by this process and dropped with its database.
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 USER_PASSWORD = secrets.token_urlsafe(16)
-FORM_VERSION = "2026010101"  # the programme's inspection form, published at startup
 MSGPACK = "application/msgpack"
 
-# A valid `inspection` submission (forms/templates); the entity change rides along with it.
-INSPECTION_DATA = inspection_answers()
 RESULTS = ("violation_found", "no_violation")
 
 
@@ -216,10 +213,6 @@ async def ward_codes(http: httpx.AsyncClient, admin_token: str) -> list[str]:
     return sorted(w["code"] for w in response.json())
 
 
-def hlc(node: str) -> str:
-    return f"{int(time.time() * 1000):013d}:00000:{node}"
-
-
 @dataclass
 class BenchDevice:
     """A minimal reference device: its op_seq, the versions it holds, its pull cursor."""
@@ -253,30 +246,15 @@ class BenchDevice:
         self, entity_id: str, *, action: str, properties: dict[str, Any]
     ) -> dict[str, Any]:
         """One submission op of the `inspection` form carrying one `establishments` change."""
-        op = {
-            "op_seq": self.next_seq,
-            "op_id": str(uuid.uuid4()),
-            "hlc": hlc(self.device_id[:8]),
-            "kind": "submission",
-            "submission": {
-                "instance_id": str(uuid.uuid4()),
-                "form_id": "inspection",
-                "form_version": FORM_VERSION,
-                "captured_at": "2026-02-20T03:00:00Z",
-                "ward_code": self.ward,
-                "data": {**INSPECTION_DATA, "ward_code": self.ward},
-                "attachments": [],
-                "entities": [
-                    {
-                        "list": "establishments",
-                        "entity_id": entity_id,
-                        "action": action,
-                        "base_version": self.versions.get(entity_id, 0),
-                        "properties": properties,
-                    }
-                ],
-            },
-        }
+        op = inspection_op(
+            self.next_seq,
+            node=self.device_id[:8],
+            ward=self.ward,
+            entity_id=entity_id,
+            action=action,
+            base_version=self.versions.get(entity_id, 0),
+            properties=properties,
+        )
         self.next_seq += 1
         return op
 

@@ -537,10 +537,8 @@ def _acknowledged_writes(clients: Sequence[SyncClient]) -> list[Write]:
     return writes
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`fieldsync simulate`: print the report; exit 0 when converged with nothing lost."""
-    parser = argparse.ArgumentParser(prog="fieldsync simulate", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fleet's options, the same for `fieldsync simulate` and `bench/bench_converge.py`."""
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--edits-per-day", type=int, default=40)
@@ -548,6 +546,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loss", type=float, default=0.05)
     parser.add_argument("--offline", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def workload(args: argparse.Namespace) -> dict[str, Any]:
+    """The `simulate` keyword arguments that `add_workload_arguments` parsed."""
+    names = ("devices", "days", "edits_per_day", "overlap", "loss", "offline", "seed")
+    return {name: getattr(args, name) for name in names}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`fieldsync simulate`: print the report; exit 0 when converged with nothing lost."""
+    parser = argparse.ArgumentParser(prog="fieldsync simulate", description=__doc__.split("\n")[0])
+    parser.add_argument("--server", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+    add_workload_arguments(parser)
     parser.add_argument("--admin-user", default=os.environ.get("FIELDSYNC_ADMIN_USERNAME", "admin"))
     parser.add_argument("--admin-password", default=os.environ.get("FIELDSYNC_ADMIN_PASSWORD"))
     args = parser.parse_args(argv)
@@ -556,15 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = asyncio.run(
         simulate(
             args.server,
-            devices=args.devices,
-            days=args.days,
-            edits_per_day=args.edits_per_day,
-            overlap=args.overlap,
-            seed=args.seed,
+            **workload(args),
             admin_username=args.admin_user,
             admin_password=args.admin_password,
-            loss=args.loss,
-            offline=args.offline,
         )
     )
     print(report.format())

@@ -59,33 +59,35 @@ class Backend:
     app: Litestar
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database for this session, dropped at the end. Sync on purpose: the async `backend`
-    fixture asks for it through getfixturevalue, which cannot await."""
-    name = f"fieldsync_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+def pg_admin(sql: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on the PostgreSQL server's admin database."""
 
-    async def run_sql(sql: str) -> None:
+    async def run_sql() -> None:
         conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    def admin(sql: str) -> None:
-        # Its own thread and loop: this fixture is requested from inside the session's running loop.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, run_sql(sql)).result()
+    # Its own thread and loop: callers run inside the session's running loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, run_sql()).result()
 
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this session, dropped at the end. Sync on purpose: the async `backend`
+    fixture asks for it through getfixturevalue, which cannot await."""
+    name = f"fieldsync_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
-        admin(f'CREATE DATABASE "{name}"')
+        pg_admin(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError) as exc:
         reason = f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc!r}"
         if REQUIRE_PG:
             pytest.fail(reason + " (FIELDSYNC_TEST_REQUIRE_PG=1)")
         pytest.skip(reason)
     yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -112,7 +112,8 @@ async def test_token_signed_with_another_key(api: Api) -> None:
     )
 
 
-async def test_alg_none_is_refused(api: Api) -> None:
+def _admin_claims(api: Api, **changes: Any) -> dict[str, Any]:
+    """The claims of a valid admin access token, with `changes` applied."""
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -124,7 +125,11 @@ async def test_alg_none_is_refused(api: Api) -> None:
         "did": api.admin.device_id,
         "role": "admin",
     }
-    token = jwt.encode(claims, key=None, algorithm="none")
+    return {**claims, **changes}
+
+
+async def test_alg_none_is_refused(api: Api) -> None:
+    token = jwt.encode(_admin_claims(api), key=None, algorithm="none")
     assert_problem(
         await api.http.get("/api/v1/users", headers={"Authorization": f"Bearer {token}"}),
         401,
@@ -133,18 +138,9 @@ async def test_alg_none_is_refused(api: Api) -> None:
 
 
 async def test_wrong_audience(api: Api) -> None:
-    now = int(time.time())
-    claims = {
-        "iss": ISSUER,
-        "aud": "some-other-api",
-        "sub": api.admin.user["id"],
-        "iat": now,
-        "exp": now + 600,
-        "jti": str(uuid.uuid4()),
-        "did": api.admin.device_id,
-        "role": "admin",
-    }
-    token = jwt.encode(claims, api.settings.secret_key, algorithm=ALGORITHM)
+    token = jwt.encode(
+        _admin_claims(api, aud="some-other-api"), api.settings.secret_key, algorithm=ALGORITHM
+    )
     assert_problem(
         await api.http.get("/api/v1/users", headers={"Authorization": f"Bearer {token}"}),
         401,

@@ -25,8 +25,9 @@ from tests.helpers import (
     new_device_id,
     unique,
 )
-from tests.integration.sync.helpers import Device, hlc
+from tests.integration.sync.helpers import Device
 from tests.integration.uploads.helpers import Tus, png, read_blob, sha256_hex
+from tests.ops import hlc
 
 pytestmark = pytest.mark.db
 

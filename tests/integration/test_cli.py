@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,53 +12,12 @@ from server.db.migrate import migrate
 from server.db.tables import Ward
 from tests.conftest import Backend
 from tests.helpers import new_device_id
-
-CLI = [sys.executable, "-m", "server.cli"]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDSYNC_")}
-    env.update(FIELDSYNC_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), **extra)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.served import CLI, cli_env, fresh_server
 
 
 def test_make_run_smoke(tmp_path: Path) -> None:
     """What `make run` does on a fresh machine: migrate, seed, print the admin password, serve."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=_env(tmp_path / "var"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        password = None
-        deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line, f"server exited early with {proc.poll()}"
-            if match := re.search(r"with password: (\S+)", line):
-                password = match.group(1)
-            if "serving on" in line:
-                break
-        assert password, "the first admin's password was not printed"
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/health/live").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with fresh_server(tmp_path) as (base, password):
         login = httpx.post(
             f"{base}/api/v1/auth/login",
             json={"username": "admin", "password": password, "device_id": new_device_id()},
@@ -75,9 +29,6 @@ def test_make_run_smoke(tmp_path: Path) -> None:
         assert (tmp_path / "var" / "fieldsync.db").exists() and (
             tmp_path / "var" / "blobs"
         ).is_dir()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +44,7 @@ def test_make_run_smoke(tmp_path: Path) -> None:
 def test_bad_configuration_is_one_clear_line(tmp_path: Path, variable: str, value: str) -> None:
     result = subprocess.run(
         [*CLI, "migrate"],
-        env=_env(tmp_path, **{variable: value}),
+        env=cli_env(tmp_path, **{variable: value}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -105,7 +56,7 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, variable: str, valu
 
 
 def test_migrate_seed_create_user_are_idempotent_commands(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = cli_env(tmp_path)
     for command in (["migrate"], ["migrate"], ["seed-wards"], ["seed-wards"]):
         result = subprocess.run(
             [*CLI, *command], env=env, capture_output=True, text=True, timeout=60

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import hypothesis
 import msgspec
 import pytest
@@ -32,7 +31,7 @@ from schemathesis.python import asgi
 from server.app import create_app
 from server.bootstrap import prepare
 from server.db.engine import current_engine, use_engine
-from tests.conftest import PG_ADMIN_URL, make_settings
+from tests.conftest import PG_ADMIN_URL, make_settings, pg_admin
 from tests.helpers import ADMIN_PASSWORD, ADMIN_USERNAME, HOAN_KIEM, PASSWORD, unique
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
@@ -74,16 +73,9 @@ def fuzz_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
     request.getfixturevalue("postgres_url")  # skips (or fails) as the suite does without PG
     name = f"fieldsync_fuzz_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
-    async def run_sql(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _in_own_loop(lambda: run_sql(f'CREATE DATABASE "{name}"'))
+    pg_admin(f'CREATE DATABASE "{name}"')
     yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    _in_own_loop(lambda: run_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -69,15 +69,19 @@ async def test_auth_responses_are_never_cached(client: httpx.AsyncClient) -> Non
         assert_secured(response)
 
 
+async def _upload_and_fetch(api: Api, http: httpx.AsyncClient) -> tuple[bytes, httpx.Response]:
+    """A field worker uploads an image, then asks for it back."""
+    worker = await api.user_session("outreach")
+    data = png(4000)
+    await Tus(http, worker.headers).upload(data)
+    return data, await http.get(f"/api/v1/blobs/{sha256_hex(data)}", headers=worker.headers)
+
+
 async def test_a_streamed_attachment_is_a_download_never_rendered(
     api: Api, client: httpx.AsyncClient
 ) -> None:
-    worker = await api.user_session("outreach")
-    data = png(4000)
+    data, response = await _upload_and_fetch(api, client)
     sha = sha256_hex(data)
-    await Tus(client, worker.headers).upload(data)
-
-    response = await client.get(f"/api/v1/blobs/{sha}", headers=worker.headers)
 
     assert response.status_code == 200
     assert response.content == data
@@ -94,12 +98,7 @@ async def test_a_presigned_attachment_is_a_download_too(
     app = process_app(db, store)
     transport = httpx.ASGITransport(app=app, client=("10.9.9.8", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldsync.test") as http:
-        api = await Api.as_admin(http, db.settings)
-        worker = await api.user_session("outreach")
-        data = png(4000)
-        sha = sha256_hex(data)
-        await Tus(http, worker.headers).upload(data)
-        redirect = await http.get(f"/api/v1/blobs/{sha}", headers=worker.headers)
+        _, redirect = await _upload_and_fetch(await Api.as_admin(http, db.settings), http)
     assert redirect.status_code == 307
     async with httpx.AsyncClient() as outside:
         fetched = await outside.get(redirect.headers["location"])

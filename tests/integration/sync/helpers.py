@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from forms.templates.samples import inspection_answers
 from tests.helpers import Session
-
-INSPECTION_DATA = inspection_answers()
-
-
-def hlc(offset_ms: int = 0, node: str = "dev") -> str:
-    return f"{int(time.time() * 1000) + offset_ms:013d}:00000:{node}"
+from tests.ops import inspection_op
 
 
 @dataclass
@@ -34,44 +27,16 @@ class Device:
         return self.session.headers
 
     def inspection(
-        self,
-        ward: str,
-        *,
-        entity_id: str | None = None,
-        action: str = "create",
-        base_version: int = 0,
-        properties: dict[str, Any] | None = None,
-        base_properties: dict[str, Any] | None = None,
-        data: dict[str, Any] | None = None,
-        attachments: list[dict[str, Any]] | None = None,
-        form_version: str = "2026010101",
+        self, ward: str, *, entity_id: str | None = None, **change: Any
     ) -> dict[str, Any]:
-        entity_id = entity_id or str(uuid.uuid4())
-        change: dict[str, Any] = {
-            "list": "establishments",
-            "entity_id": entity_id,
-            "action": action,
-            "base_version": base_version,
-            "properties": properties or {},
-        }
-        if base_properties is not None:
-            change["base_properties"] = base_properties
-        op = {
-            "op_seq": self.next_seq,
-            "op_id": str(uuid.uuid4()),
-            "hlc": hlc(node=self.session.device_id[:8]),
-            "kind": "submission",
-            "submission": {
-                "instance_id": str(uuid.uuid4()),
-                "form_id": "inspection",
-                "form_version": form_version,
-                "captured_at": "2026-02-20T03:00:00Z",
-                "ward_code": ward,
-                "data": {"ward_code": ward, **INSPECTION_DATA, **(data or {})},
-                "attachments": attachments or [],
-                "entities": [change],
-            },
-        }
+        """The next op: an inspection in `ward`; `change` as `tests.ops.inspection_op` takes it."""
+        op = inspection_op(
+            self.next_seq,
+            node=self.session.device_id[:8],
+            ward=ward,
+            entity_id=entity_id or str(uuid.uuid4()),
+            **change,
+        )
         self.next_seq += 1
         return op
 

@@ -23,11 +23,9 @@ from typing import Any, Literal, TypeVar
 import httpx
 
 from tests.helpers import Session
-from tests.integration.sync.helpers import INSPECTION_DATA, hlc
+from tests.ops import inspection_op
 
 T = TypeVar("T")
-FORM_VERSION = "2026010101"
-LIST = "establishments"
 Fault = Literal["none", "request_lost", "response_lost", "duplicated", "concurrent_duplicate"]
 FAULTS: tuple[Fault, ...] = (
     "none",
@@ -113,30 +111,16 @@ class ModelDevice:
         base_properties: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write a local change and its outbox op together (one op = one inspection)."""
-        change: dict[str, Any] = {
-            "list": LIST,
-            "entity_id": entity_id,
-            "action": action,
-            "base_version": base_version,
-            "properties": properties,
-        }
-        if base_properties is not None:
-            change["base_properties"] = base_properties
-        op = {
-            "op_seq": self.next_seq,
-            "op_id": str(uuid.uuid4()),
-            "hlc": hlc(node=self.device_id[:8]),
-            "kind": "submission",
-            "submission": {
-                "instance_id": str(uuid.uuid4()),
-                "form_id": "inspection",
-                "form_version": FORM_VERSION,
-                "captured_at": "2026-02-20T03:00:00Z",
-                "ward_code": ward,
-                "data": {**INSPECTION_DATA, "ward_code": ward},
-                "entities": [change],
-            },
-        }
+        op = inspection_op(
+            self.next_seq,
+            node=self.device_id[:8],
+            ward=ward,
+            entity_id=entity_id,
+            action=action,
+            base_version=base_version,
+            properties=properties,
+            base_properties=base_properties,
+        )
         self.writes[self.next_seq] = Write(
             self.device_id,
             self.session.user["id"],

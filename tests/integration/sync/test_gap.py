@@ -131,29 +131,27 @@ async def _forget_probe_rows() -> None:
     await ChangeLog.delete().where(ChangeLog.list == PROBE_LIST)
 
 
-async def test_poller_sees_every_committed_change(db: Backend) -> None:
+async def _gap_run(db: Backend, *, commit_order: bool) -> Run:
+    """The harness on PostgreSQL, its probe rows removed afterwards."""
     if db.name == "sqlite":
         pytest.skip(
             "gap test needs concurrent writers: SQLite has a single writer, which is gap-free by construction"
         )
     try:
-        run = await _run_harness(commit_order=True, seed=4)
+        return await _run_harness(commit_order=commit_order, seed=4)
     finally:
         await _forget_probe_rows()
+
+
+async def test_poller_sees_every_committed_change(db: Backend) -> None:
+    run = await _gap_run(db, commit_order=True)
     assert run.committed and run.aborted, "the harness must both commit and abort"
     assert run.committed - run.observed == set(), "committed changes the poller never saw"
     assert run.observed & run.aborted == set(), "the poller saw rows of aborted transactions"
 
 
 async def test_naive_auto_increment_cursor_misses_changes(db: Backend) -> None:
-    if db.name == "sqlite":
-        pytest.skip(
-            "gap test needs concurrent writers: SQLite has a single writer, which is gap-free by construction"
-        )
-    try:
-        run = await _run_harness(commit_order=False, seed=4)
-    finally:
-        await _forget_probe_rows()
+    run = await _gap_run(db, commit_order=False)
     missed = run.committed - run.observed
     assert missed, "the naive cursor should have skipped the laggards' rows"
     assert run.observed & run.aborted == set()

@@ -12,7 +12,8 @@ import pytest
 
 from server.db.tables_sync import ConflictRow, Entity, Submission
 from tests.helpers import BA_DINH, HOAN_KIEM, Api
-from tests.integration.sync.helpers import Device, hlc
+from tests.integration.sync.helpers import Device
+from tests.ops import hlc
 
 pytestmark = pytest.mark.db
 

@@ -10,7 +10,8 @@ import pytest
 
 from server.db.tables_sync import Submission
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api, assert_problem, login
-from tests.integration.sync.helpers import Device, hlc
+from tests.integration.sync.helpers import Device
+from tests.ops import hlc
 
 pytestmark = pytest.mark.db
 
@@ -187,22 +188,17 @@ async def test_concurrent_edits_make_a_conflict_for_the_supervisor(api: Api) -> 
     create = a.inspection(HOAN_KIEM, properties={"business_name": "Quán X", "risk_class": "low"})
     entity_id = create["submission"]["entities"][0]["entity_id"]
     await a.push(create)
-    base = {"risk_class": "low"}
-    edit_a = a.inspection(
-        HOAN_KIEM,
-        entity_id=entity_id,
-        action="update",
-        base_version=1,
-        properties={"risk_class": "high"},
-        base_properties=base,
-    )
-    edit_b = b.inspection(
-        HOAN_KIEM,
-        entity_id=entity_id,
-        action="update",
-        base_version=1,
-        properties={"risk_class": "medium"},
-        base_properties=base,
+    # Both tablets edit the same risk class from the same version 1.
+    edit_a, edit_b = (
+        tablet.inspection(
+            HOAN_KIEM,
+            entity_id=entity_id,
+            action="update",
+            base_version=1,
+            properties={"risk_class": risk},
+            base_properties={"risk_class": "low"},
+        )
+        for tablet, risk in ((a, "high"), (b, "medium"))
     )
     assert (await a.push(edit_a)).json()["results"][0]["entities"][0]["status"] == "applied"
     second = (await b.push(edit_b)).json()["results"][0]["entities"][0]

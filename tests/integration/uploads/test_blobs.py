@@ -191,6 +191,23 @@ def without_libcrypto(db: Backend) -> UploadRuntime:
     return UploadRuntime(expiry=db.settings.upload_expiry, hashing=Sha256Hashing(libcrypto=None))
 
 
+async def staged_by_one_process(
+    db: Backend,
+    store: S3BlobStore,
+    worker: Session,
+    data: bytes,
+    first: int,
+    runtime: UploadRuntime | None = None,
+) -> str:
+    """Create the upload and send its first `first` bytes from a server process that then stops;
+    return its location."""
+    async with asgi_client(process_app(db, store, runtime=runtime)) as h:
+        tus = Tus(h, worker.headers)
+        location = (await tus.create(len(data), sha256_hex(data))).headers["location"]
+        assert (await tus.patch(location, 0, data[:first])).status_code == 204
+    return location
+
+
 async def test_s3_upload_redirects_to_a_presigned_url_that_expires(
     db: Backend, s3_store: S3BlobStore, worker: Session, tmp_path: Path
 ) -> None:
@@ -241,16 +258,13 @@ async def test_s3_restart_between_patches_resumes(
     db: Backend, s3_store: S3BlobStore, worker: Session
 ) -> None:
     data = png(5 * MiB + 64 * 1024 + 3)
-    async with asgi_client(process_app(db, s3_store)) as h:
-        before = Tus(h, worker.headers)
-        location = (await before.create(len(data), sha256_hex(data))).headers["location"]
-        first = 5 * MiB + 32 * 1024  # a part and a tail staged
-        assert (await before.patch(location, 0, data[:first])).status_code == 204
-        row = await upload_row(location)
-        assert row is not None
-        # Staged at the blob's own key (the hash state is saved with the row), so completing
-        # after the restart needs no copy.
-        assert s3_store.staging_blob(str(row["staging"])) == sha256_hex(data)
+    first = 5 * MiB + 32 * 1024  # a part and a tail staged
+    location = await staged_by_one_process(db, s3_store, worker, data, first)
+    row = await upload_row(location)
+    assert row is not None
+    # Staged at the blob's own key (the hash state is saved with the row), so completing
+    # after the restart needs no copy.
+    assert s3_store.staging_blob(str(row["staging"])) == sha256_hex(data)
     async with asgi_client(process_app(db, s3_store)) as h:
         after = Tus(h, worker.headers)
         offset = int((await after.head(location)).headers["upload-offset"])
@@ -269,10 +283,9 @@ async def test_s3_without_a_savable_hash_state_stages_privately_and_hashes_back(
     # parts stage under uploads/ and the store hashes them back and copies them at completion.
     data = png(5 * MiB + 70_000)
     first = 5 * MiB + 30_000
-    async with asgi_client(process_app(db, s3_store, runtime=without_libcrypto(db))) as h:
-        before = Tus(h, worker.headers)
-        location = (await before.create(len(data), sha256_hex(data))).headers["location"]
-        assert (await before.patch(location, 0, data[:first])).status_code == 204
+    location = await staged_by_one_process(
+        db, s3_store, worker, data, first, runtime=without_libcrypto(db)
+    )
     row = await upload_row(location)
     assert row is not None and s3_store.staging_blob(str(row["staging"])) is None
     async with asgi_client(process_app(db, s3_store, runtime=without_libcrypto(db))) as h:
@@ -290,10 +303,7 @@ async def test_s3_staged_at_the_blob_key_but_unresumable_hash_starts_over(
     # the saved hash refuses the upload (410) and removes its parts, nothing readable.
     data = png(5 * MiB + 70_000)
     first = 5 * MiB + 30_000
-    async with asgi_client(process_app(db, s3_store)) as h:
-        before = Tus(h, worker.headers)
-        location = (await before.create(len(data), sha256_hex(data))).headers["location"]
-        assert (await before.patch(location, 0, data[:first])).status_code == 204
+    location = await staged_by_one_process(db, s3_store, worker, data, first)
     async with asgi_client(process_app(db, s3_store, runtime=without_libcrypto(db))) as h:
         response = await Tus(h, worker.headers).patch(location, first, data[first:])
 
