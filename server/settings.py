@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -83,6 +84,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     login_lock_seconds: PositiveInt = 900
     # Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed.
     trusted_proxies: str = ""
+    # The programme's time zone (IANA name): forms' today() and now() are judged in it.
+    timezone: str = "Asia/Ho_Chi_Minh"
     admin_username: str = "admin"
     admin_password: str = ""
     db_pool_size: PositiveInt = 10
@@ -113,6 +116,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def trusted_proxy_list(self) -> list[str]:
         """FIELDSYNC_TRUSTED_PROXIES as normalised addresses and networks (e.g. 10.0.0.0/8)."""
         return _parse_trusted_proxies(self.trusted_proxies)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """FIELDSYNC_TIMEZONE as a time zone (checked at start-up)."""
+        return ZoneInfo(self.timezone)
 
     @property
     def upload_expiry(self) -> timedelta:
@@ -178,6 +186,12 @@ def _complete(s: Settings) -> Settings:
         _parse_trusted_proxies(s.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"{PREFIX}TRUSTED_PROXIES: {exc}") from None
+    try:
+        ZoneInfo(s.timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise SettingsError(
+            f"{PREFIX}TIMEZONE: {s.timezone!r} is not an IANA time zone, e.g. Asia/Ho_Chi_Minh"
+        ) from None
     secret_key = s.secret_key or _local_secret(Path(data_dir))
     if len(secret_key) < 32:
         raise SettingsError(f"{PREFIX}SECRET_KEY: must be at least 32 characters")

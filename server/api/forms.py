@@ -22,7 +22,7 @@ from schemas.forms import (
     ValidateRequest,
     ValidationResult,
 )
-from server.api.deps import ANY_ROLE, allow
+from server.api.deps import ANY_ROLE, allow, settings_of
 from server.api.openapi import (
     ADMIN,
     BEARER,
@@ -192,9 +192,11 @@ class FormController(Controller):
     )
     async def validate(
         self,
+        request: Request[Any, Any, Any],
         admin: NamedDependency[Principal],
         form_id: FromPath[str],
         version: FromPath[str],
         data: JSONBody[ValidateRequest],
     ) -> ValidationResult:
-        return await forms.validate(form_id, version, data.data, language=data.language)
+        zone = settings_of(request).zone
+        return await forms.validate(form_id, version, data.data, zone=zone, language=data.language)

@@ -83,7 +83,8 @@ class SyncController(Controller):
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Response[bytes]:
         body = decode_body(request, await request.body(), PushRequest)
-        return encode_for(request, await apply_push(principal, body))
+        zone = settings_of(request).zone
+        return encode_for(request, await apply_push(principal, body, zone=zone))
 
     @post(
         "/pull",

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -426,7 +427,8 @@ async def accepting_spec(principal: Principal, form_id: str, version: str) -> Fo
 
 
 async def validate(
-    form_id: str, version: str, data: dict[str, Any], *, language: str = "vi"
+    form_id: str, version: str, data: dict[str, Any], *, zone: ZoneInfo, language: str = "vi"
 ) -> ValidationResult:
+    """Checks answers as push would for a form completed now, in the programme's zone."""
     spec = await get_spec(None, form_id, version)
-    return validate_submission(spec, data, now=_now(), language=language)
+    return validate_submission(spec, data, now=_now().astimezone(zone), language=language)

@@ -19,7 +19,8 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import msgspec
 from asyncpg.exceptions import UniqueViolationError
@@ -44,7 +45,7 @@ from server.services.entity_lists import get_list, lists_for_role
 from server.services.entity_store import EntityBatch
 from server.services.forms import accepting_spec
 from server.text_rules import control_characters_of, scrubbed
-from sync.hlc import HLC, is_too_far_ahead
+from sync.hlc import DEFAULT_MAX_SKEW_MS, HLC, is_too_far_ahead
 
 SERVER_NODE = "server"
 
@@ -104,6 +105,14 @@ class PushContext:
     submissions: list[tuple] = field(default_factory=list)
     attachments: list[tuple] = field(default_factory=list)
     bad_text: dict[int, list[ErrorItem]] = field(default_factory=dict)  # op_seq -> errors
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+
+    def fill_time(self, sub: SubmissionIn) -> datetime:
+        """When the device says the form was completed, in the programme's zone: today() and
+        now() are judged then, as on the tablet (a form filled on Monday and synced on Friday is
+        Monday's), never later than the clock skew the push already allows."""
+        latest = self.now + timedelta(milliseconds=DEFAULT_MAX_SKEW_MS)
+        return min(sub.captured_at, latest).astimezone(self.zone)
 
     async def prefetch(self, ops: list[Op]) -> None:
         subs = [op.submission for op in ops if op.submission is not None]
@@ -147,7 +156,7 @@ class PushContext:
         await insert_rows(SubmissionAttachment, ATTACHMENT_COLUMNS, self.attachments)
 
 
-async def apply_push(principal: Principal, request: PushRequest) -> PushResponse:
+async def apply_push(principal: Principal, request: PushRequest, *, zone: ZoneInfo) -> PushResponse:
     if request.device_id != principal.device_id:
         raise Forbidden("This token belongs to another device.", code=ErrorCode.DEVICE_MISMATCH)
     _check_order(request.ops)
@@ -168,7 +177,7 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
             )
     ops, bad_text = _judge_text(request.ops)
     try:
-        return await _apply_in_transaction(principal, ops, bad_text)
+        return await _apply_in_transaction(principal, ops, bad_text, zone)
     except UniqueViolationError:
         # Another device's push committed the same key first (an instance_id, a new entity id):
         # nothing of this push was applied; a retry re-reads and decides.
@@ -180,7 +189,7 @@ async def apply_push(principal: Principal, request: PushRequest) -> PushResponse
 
 
 async def _apply_in_transaction(
-    principal: Principal, ops: list[Op], bad_text: dict[int, list[ErrorItem]]
+    principal: Principal, ops: list[Op], bad_text: dict[int, list[ErrorItem]], zone: ZoneInfo
 ) -> PushResponse:
     async with transaction():
         stream = principal.op_stream
@@ -193,7 +202,7 @@ async def _apply_in_transaction(
         )
         results: list[OpResult] = []
         applied: list[tuple[Op, OpResult, list[change_log.ChangeRef]]] = []
-        ctx = PushContext(principal, now=datetime.now(UTC), bad_text=bad_text)
+        ctx = PushContext(principal, now=datetime.now(UTC), bad_text=bad_text, zone=zone)
         new_ops = [op for op in ops if op.op_seq > last]
         if new_ops and new_ops[0].op_seq != last + 1:
             new_ops = []  # a gap: nothing will be applied, so nothing to read or lock
@@ -414,7 +423,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 )
             )
         else:
-            validation = validate_submission(spec, sub.data, now=ctx.now)
+            validation = validate_submission(spec, sub.data, now=ctx.fill_time(sub))
             errors.extend(
                 ErrorItem(path=data_path(e.path), code=e.code, message=e.message)
                 for e in validation.errors

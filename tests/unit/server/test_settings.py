@@ -193,3 +193,14 @@ def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
     assert listed.trusted_proxy_list == ["10.0.0.5/32", "172.16.0.0/12", "fd00::/8"]
     with pytest.raises(SettingsError, match=r"^FIELDSYNC_TRUSTED_PROXIES: 'proxy\.local' is not"):
         load_settings({**base, "FIELDSYNC_TRUSTED_PROXIES": "10.0.0.5,proxy.local"})
+
+
+def test_timezone_is_an_iana_zone(tmp_path: Path) -> None:
+    base = {"FIELDSYNC_DATA_DIR": str(tmp_path)}
+    assert load_settings(base).zone.key == "Asia/Ho_Chi_Minh"
+    assert load_settings({**base, "FIELDSYNC_TIMEZONE": "Asia/Bangkok"}).zone.key == "Asia/Bangkok"
+    for wrong in ("Hanoi", "../../etc/passwd", "UTC+7"):
+        with pytest.raises(
+            SettingsError, match=r"^FIELDSYNC_TIMEZONE: .* is not an IANA time zone"
+        ):
+            load_settings({**base, "FIELDSYNC_TIMEZONE": wrong})
