@@ -15,6 +15,7 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType, dict_factory
+from piccolo.query.methods.select import Select
 from piccolo.table import Table
 
 from server.db.registry import ALL_TABLES
@@ -113,6 +114,12 @@ def use_engine(engine: Engine) -> None:
 
 def current_engine() -> Engine:
     return ALL_TABLES[0]._meta.db
+
+
+def locking(query: Select) -> Select:
+    """The query, holding its rows until the transaction ends: PostgreSQL locks them
+    (FOR UPDATE); SQLite's write transaction already holds the single write lock."""
+    return query.lock_rows() if current_engine().engine_type == "postgres" else query
 
 
 async def open_engine(engine: Engine, *, pool_size: int = 10) -> None:

@@ -10,7 +10,7 @@ import msgspec
 from schemas.errors import ErrorCode
 from schemas.sync import ConflictCandidate, ConflictRecord, Resolve
 from server.auth import Principal
-from server.db.engine import current_engine, transaction
+from server.db.engine import locking, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import ConflictRow
 from server.errors import BadRequest, Conflict, NotFound
@@ -85,9 +85,7 @@ async def resolve(
     and the entity's version after the resolution (its current one for a repeated resolution)."""
     require(principal, "conflict.resolve")
     query = ConflictRow.select().where(ConflictRow.id == request.conflict_id)
-    if current_engine().engine_type == "postgres":
-        query = query.lock_rows()
-    row = await query.first()
+    row = await locking(query).first()
     if row is None or not principal.may_see_ward(row["ward_code"]):
         raise NotFound("No such conflict.", code=ErrorCode.CONFLICT_NOT_FOUND)
     if row["resolution_id"] == request.resolution_id:

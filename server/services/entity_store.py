@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.db.bulk import insert_rows, placeholders, upsert_clause
-from server.db.engine import current_engine
+from server.db.engine import current_engine, locking
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import ConflictRow, Entity
 from sync.merge import EntityListDef, EntityState, NewConflict, natural_key
@@ -51,9 +51,7 @@ def state_of(row: dict[str, Any]) -> EntityState:
 
 async def load(entity_id: str, *, lock: bool = False) -> dict[str, Any] | None:
     query = Entity.select().where(Entity.entity_id == entity_id)
-    if lock and current_engine().engine_type == "postgres":
-        query = query.lock_rows()
-    return await query.first()
+    return await (locking(query) if lock else query).first()
 
 
 def ward_of(state: EntityState, listdef: EntityListDef, fallback: str) -> str:

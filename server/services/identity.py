@@ -23,7 +23,7 @@ from schemas.identity import (
 )
 from server import auth
 from server.auth import Principal
-from server.db.engine import current_engine, transaction
+from server.db.engine import locking, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables import AppUser, LoginThrottle, RefreshToken
 from server.db.tables import Device as DeviceRow
@@ -208,10 +208,8 @@ def _administers_users() -> Any:
 async def _refuse_if_last_admin(user_id: str) -> None:
     """Inside the caller's transaction: 409 if no other active admin would remain."""
     query = AppUser.select(AppUser.id).where(_administers_users(), AppUser.disabled.eq(False))
-    if current_engine().engine_type == "postgres":
-        # Lock every active admin row, so two admins demoting each other at once serialise here.
-        query = query.lock_rows()
-    admins = {str(row["id"]) for row in await query}
+    # Every active admin row is held, so two admins demoting each other at once serialise here.
+    admins = {str(row["id"]) for row in await locking(query)}
     if user_id in admins and not admins - {user_id}:
         raise Conflict(
             "This is the last active administrator; make another user admin first.",
@@ -513,12 +511,9 @@ async def _count_failure(key: str, now: datetime, window: timedelta, *, lock_at:
     """One more failure under `key` (counts older than the window start again); returns the count.
     A key with `lock_at` is locked for the window when its count reaches it."""
     # Concurrent first failures of one key must not both insert it: create it idempotently,
-    # then hold its row (PostgreSQL; SQLite's write transaction already serialises).
+    # then hold its row.
     await LoginThrottle.insert(LoginThrottle(key=key, failures=0)).on_conflict(action="DO NOTHING")
-    query = LoginThrottle.select().where(LoginThrottle.key == key)
-    if current_engine().engine_type == "postgres":
-        query = query.lock_rows()
-    row = await query.first()
+    row = await locking(LoginThrottle.select().where(LoginThrottle.key == key)).first()
     assert row is not None
     last = row["last_failure_at"]
     failures = 1 if last is None or now - last > window else row["failures"] + 1
