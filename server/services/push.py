@@ -15,7 +15,6 @@ so the batch is flushed before it.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from server.services.blobs import missing_blobs
 from server.services.entity_lists import get_list, lists_for_role
 from server.services.entity_store import EntityBatch
 from server.services.forms import accepting_spec
-from server.text_rules import control_characters_of, scrubbed
+from server.text_rules import control_characters_of, json_member, scrubbed
 from sync.hlc import DEFAULT_MAX_SKEW_MS, HLC, is_too_far_ahead
 
 SERVER_NODE = "server"
@@ -97,6 +96,7 @@ class PushContext:
 
     principal: Principal
     now: datetime
+    zone: ZoneInfo  # the programme's time zone: forms' today() and now() are judged in it
     refs: list[change_log.ChangeRef] = field(default_factory=list)
     entities: EntityBatch = field(default_factory=EntityBatch)
     accepted: dict[str, str] = field(default_factory=dict)  # instance_id -> content hash
@@ -105,7 +105,6 @@ class PushContext:
     submissions: list[tuple] = field(default_factory=list)
     attachments: list[tuple] = field(default_factory=list)
     bad_text: dict[int, list[ErrorItem]] = field(default_factory=dict)  # op_seq -> errors
-    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
 
     def fill_time(self, sub: SubmissionIn) -> datetime:
         """When the device says the form was completed, in the programme's zone: today() and
@@ -202,7 +201,7 @@ async def _apply_in_transaction(
         )
         results: list[OpResult] = []
         applied: list[tuple[Op, OpResult, list[change_log.ChangeRef]]] = []
-        ctx = PushContext(principal, now=datetime.now(UTC), bad_text=bad_text, zone=zone)
+        ctx = PushContext(principal, now=datetime.now(UTC), zone=zone, bad_text=bad_text)
         new_ops = [op for op in ops if op.op_seq > last]
         if new_ops and new_ops[0].op_seq != last + 1:
             new_ops = []  # a gap: nothing will be applied, so nothing to read or lock
@@ -416,7 +415,8 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         try:
             spec = await ctx.spec(sub.form_id, sub.form_version)
         except DomainError as error:
-            field = "form_version" if error.instance_code == "form_version_unknown" else "form_id"
+            unknown_version = error.instance_code == ErrorCode.FORM_VERSION_UNKNOWN
+            field = "form_version" if unknown_version else "form_id"
             errors.append(
                 ErrorItem(
                     path=f"$.submission.{field}", code=error.instance_code, message=error.detail
@@ -477,7 +477,6 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
     )
 
 
-_JSON_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPEAT_ITEM = re.compile(r"(.*)\[(\d+)\]")
 
 
@@ -488,7 +487,7 @@ def data_path(field_path: str) -> str:
     for step in field_path.split("/")[2:]:
         item = _REPEAT_ITEM.fullmatch(step)
         name, index = (item.group(1), int(item.group(2)) - 1) if item else (step, None)
-        path += f".{name}" if _JSON_NAME.fullmatch(name) else f"[{json.dumps(name)}]"
+        path = json_member(path, name)
         if index is not None:
             path += f"[{index}]"
     return path
