@@ -38,7 +38,6 @@ __all__ = [
     "collect_garbage",
     "missing_blobs",
     "readable_blob",
-    "readable_blobs",
     "record_blob",
     "sniff_content_type",
 ]
@@ -139,13 +138,6 @@ async def missing_blobs(
     return [sha for sha in wanted if sha not in held and sha not in granted]
 
 
-async def readable_blobs(principal: Principal, sha256s: Iterable[str]) -> set[str]:
-    """Those of the hashes this caller may read."""
-    wanted = list(dict.fromkeys(sha256s))
-    held = await _held_by(principal.user_id, wanted)
-    return held | await _granted_in_scope(principal, [sha for sha in wanted if sha not in held])
-
-
 async def _held_by(user_id: str, sha256s: list[str]) -> set[str]:
     """Stored blobs among `sha256s` whose bytes `user_id` has shown to hold."""
     found: set[str] = set()
@@ -214,7 +206,7 @@ async def readable_blob(principal: Principal, sha256: str) -> BlobView:
     except ValueError:
         raise hidden from None
     row = await Blob.select().where(Blob.sha256 == sha256).first().run()
-    if row is None or sha256 not in await readable_blobs(principal, [sha256]):
+    if row is None or await missing_blobs(principal, [sha256]):  # stored, not readable by them
         raise hidden
     return BlobView(sha256=sha256, size=row["size"], content_type=row["content_type"])
 
