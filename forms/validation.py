@@ -374,3 +374,59 @@ def _index(spec: FormSpec) -> tuple[dict[str, Field], dict[str, list[Field]]]:
     if spec.hash and len(_INDEX_CACHE) < 256:
         _INDEX_CACHE[spec.hash] = index
     return index
+
+
+# ------------------------------------------------------------------ one expression, in place
+
+
+def _locate(
+    spec: FormSpec, data: dict[str, Any], path: str
+) -> tuple[dict[str, dict[str, Any]], int | None, object, Field | None]:
+    """Repeat instances, innermost position, value and field at `/data/rep[2]/x`."""
+    steps = [step for step in path.split("/") if step][1:]
+    instances: dict[str, dict[str, Any]] = {}
+    position: int | None = None
+    node: object = data
+    fields = spec.fields
+    target: Field | None = None
+    for step in steps:
+        name, _, rest = step.partition("[")
+        target = next((f for f in fields if f.name == name), None)
+        if target is None:
+            raise ValueError(f"{path}: the form has no field {name!r} there")
+        node = node.get(name) if isinstance(node, dict) else None
+        if target.type == "repeat" and rest:
+            position = int(rest.rstrip("]"))
+            items = node if isinstance(node, list) else []
+            node = items[position - 1] if 0 < position <= len(items) else {}
+            instances[target.path] = node if isinstance(node, dict) else {}
+        fields = target.children
+    current = _for_expression(target.type, node) if target is not None else None
+    return instances, position, current, target
+
+
+def evaluate_at(
+    spec: FormSpec, data: dict[str, Any], expression: str, *, path: str, now: datetime
+) -> expressions.Value:
+    """Evaluate one expression as the form would at `path` (e.g. `/data/rep[2]/x`).
+
+    Raises `ExpressionSyntaxError` or `NotEvaluable` where the server cannot evaluate it.
+    """
+    by_name, chains = _index(spec)
+    run = _Run(spec=spec, data=data, now=now, language="en", by_name=by_name, chains=chains)
+    instances, position, current, _ = _locate(spec, data, path)
+    context = expressions.EvalContext(
+        resolve=run.resolve_in(instances), current=current, position=position, now=now
+    )
+    return expressions.evaluate(expressions.parse_expression(expression), context)
+
+
+def judge_at(
+    spec: FormSpec, data: dict[str, Any], expression: str, *, path: str, now: datetime
+) -> bool | None:
+    """The server's verdict on a rule at `path`: True/False, or None when it is not decided
+    (then a constraint never rejects and the submission is flagged)."""
+    by_name, chains = _index(spec)
+    run = _Run(spec=spec, data=data, now=now, language="en", by_name=by_name, chains=chains)
+    instances, position, current, _ = _locate(spec, data, path)
+    return run.check("constraint", expression, path, current, instances, position)
