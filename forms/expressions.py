@@ -1,57 +1,61 @@
-"""The ODK XPath subset used by XLSForm `constraint`, `relevant`, `required` and `calculation`.
+"""The ODK XPath of XLSForm `constraint`, `relevant`, `required` and `calculation`, evaluated as
+JavaRosa 5.1 (the engine inside ODK Collect) evaluates it.
 
 `parse_expression` tokenizes and parses (XPath 1.0 grammar, plus ODK's `${name}`) into an AST;
-`evaluate` walks it. Anything that is syntactically XPath but outside the subset (location paths
-such as `/data/x`, `instance(...)`, `$variables`, unknown functions, `jr:choice-name`) parses and
-raises `NotEvaluable` when evaluated; the validator reports such a field as "not checked".
+`evaluate` walks it over an instance tree of `Node`s (the form's fields with a submission's values)
+from a context node; `judge` gives a rule's verdict, or None where it cannot be decided.
 
-Semantics (XPath 1.0 as JavaRosa implements it, with these choices where the spec was silent):
-- Values are `bool`, `float` (every number), `str`, `date` and timezone-aware `datetime`.
-  `${name}` and `.` are converted from what `resolve`/`current` give: None → '' (empty is the
-  empty string), int/float/Decimal → float, a list or tuple (select_multiple) → the
-  space-separated string of its items, naive datetimes are taken as UTC, `time` → 'HH:MM:SS.mmm'.
-  As in JavaRosa (not XPath node-sets), an empty field is the string '' and so is false.
-- Number conversion: booleans 1/0; strings in XPath number syntax (`-?digits(.digits)`, optional
-  surrounding whitespace; no exponents, no 'inf'); dates and 'YYYY-MM-DD' strings → days since
-  1970-01-01; datetimes and ISO datetime strings → fractional days since the epoch in UTC (what
-  `decimal-date-time` returns); anything else (including '') → NaN. So `number('')` is NaN and
-  `today() - ${dob}` works when a date field arrives as a string.
-- `=`/`!=`: booleans as booleans if either side is one, else numerically if either side is a
-  number, else as days if either side is a date/datetime and both convert, else as strings.
-  `<`, `<=`, `>`, `>=` always compare numerically; NaN compares false.
-- `div` by zero gives ±Infinity or NaN; `mod` is the truncating remainder (sign of the dividend),
-  NaN for a zero divisor. Numbers print as XPath does: integers without '.0', 'NaN', 'Infinity'.
-- `today()` is the calendar date of `ctx.now` in its own timezone (pass a Hanoi-time `now` for
-  Hanoi dates); `now()` is `ctx.now` as an aware UTC datetime.
-- `round(x)` is floor(x + 0.5); `round(x, digits)` rounds half away from zero. `int(x)` truncates.
-- `string-length` counts code points. `selected`/`count-selected` split on whitespace.
-- `regex(value, pattern)` is a search with Python `re` under `forms.xpath_regex` guards.
-- `position(..)` and `position()` are `ctx.position`; NotEvaluable when it is None.
-- `date(x)` of an unparseable value is NotEvaluable (JavaRosa raises a type error); of '' is ''.
-Limits: expressions up to 10,000 characters and 100 levels of nesting (parentheses, calls,
-predicates) else `ExpressionSyntaxError`; evaluation stops after 100,000 steps or on strings over
-1,000,000 characters with `NotEvaluable`.
+Semantics follow `org.javarosa.xpath` at v5.1.0 (see docs/protocol.md, "Validation"):
+- Values are `bool`, `float`, `str`, an instant (an aware `datetime`, for date, dateTime and time
+  alike, read in the form's zone: the zone of `ctx.now`), and node-sets. `${name}` is the field's
+  absolute path, pinned to the context's own repeat instance (JavaRosa's contextualisation); a
+  node-set of one node gives its value, of none '', of several an error ("use indexed-repeat()").
+  Empty values are ''. Integers and decimals are numbers; select_multiple is its space-separated
+  choices.
+- Numbers from text: ',' reads as '.', surrounding spaces and control characters are trimmed, and
+  only digits, '-' and '.' are allowed ('12,5' is 12.5, '1e3' is NaN). Dates count whole local days
+  since 1970-01-01; `abs()`, `pow()` and the like use fractional days.
+- `=`: booleans if either side is one, numbers (within 1e-12) if either is a number, else text
+  (a date's text is its local 'YYYY-MM-DD'). `<`, `>`: numbers.
+- Text is UTF-16: `string-length('😀')` is 2, `substr()` counts UTF-16 units.
+- `regex()` must match the whole value (RE2, see `forms.xpath_regex`).
+- `round(x, n)` rounds halves up for positive and towards zero for negative numbers; `max()` and
+  `min()` keep JavaRosa's starting values (max(-5) is 4.9E-324).
+- `today()` is local midnight and `now()` the instant of `ctx.now`.
+Where JavaRosa stops with an error (a function it lacks, `selected()` of a number, a repeated field)
+the server raises `NotEvaluable`: it does not guess a value Collect never computed.
+`judge` also reads the rule as Enketo's evaluator would where the two engines are known to differ
+(`regex()` matches anywhere in Enketo; Enketo has `floor()` and `ceiling()`); a rule is decided false
+only if both read it false.
+Limits: expressions up to 10,000 characters and 100 levels of nesting, else
+`ExpressionSyntaxError`; evaluation stops after 100,000 steps or on strings over 1,000,000
+characters with `NotEvaluable`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Context, Decimal
-from typing import Final
+from datetime import UTC, date, datetime, time, tzinfo
+from decimal import ROUND_HALF_DOWN, ROUND_HALF_UP, Context, Decimal
+from typing import TYPE_CHECKING, Final
+from typing import Literal as TypingLiteral
 
+from forms import javarosa_dates as dates
 from forms.xpath_regex import UnsafeRegex, regex_matches
 from schemas.errors import CodedError, ErrorCode
+
+if TYPE_CHECKING:
+    from schemas.forms import Field
 
 MAX_EXPRESSION_LENGTH: Final = 10_000
 MAX_NESTING: Final = 100
 MAX_EVALUATION_STEPS: Final = 100_000
 MAX_STRING_LENGTH: Final = 1_000_000
-
-Value = bool | float | str | date | datetime
 
 
 class ExpressionSyntaxError(CodedError):
@@ -64,7 +68,7 @@ class ExpressionSyntaxError(CodedError):
 
 
 class NotEvaluable(CodedError):
-    """The expression uses something this evaluator does not support, or exceeded its limits."""
+    """The server cannot evaluate the expression exactly as the engines do, or it hit a limit."""
 
     code = ErrorCode.EXPRESSION_NOT_EVALUABLE
 
@@ -80,16 +84,6 @@ class Literal:
 @dataclass(slots=True)
 class FieldRef:
     name: str
-
-
-@dataclass(slots=True)
-class Current:
-    pass
-
-
-@dataclass(slots=True)
-class Parent:
-    pass
 
 
 @dataclass(slots=True)
@@ -114,14 +108,31 @@ class Call:
 
 
 @dataclass(slots=True)
+class Step:
+    axis: str  # child, self, parent, attribute, descendant-or-self, ...
+    test: str  # a name, '*', or 'node()'
+    predicates: list[Node] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Path:
+    """A location path: absolute (`/data/x`), relative (`../x`, `.`) or from a value (`current()/..`)."""
+
+    absolute: bool
+    steps: list[Step]
+    start: Node | None = None
+    filters: list[Node] = field(default_factory=list)  # predicates on `start`
+
+
+@dataclass(slots=True)
 class Unsupported:
-    """Valid XPath outside the subset: paths, unions, variables, last-saved references."""
+    """Valid XPath the server does not evaluate: unions, variables, last-saved references."""
 
     what: str
     children: list[Node] = field(default_factory=list)
 
 
-Node = Literal | FieldRef | Current | Parent | Negate | Chain | Call | Unsupported
+Node = Literal | FieldRef | Negate | Chain | Call | Path | Unsupported
 
 
 @dataclass(slots=True)
@@ -247,7 +258,8 @@ def _tokenize(text: str) -> list[_Token]:
 
 # ----------------------------------------------------------------------------------- parser
 
-# name -> (minimum, maximum) argument count; None means any number.
+# name -> (minimum, maximum) argument count; None means any number. Functions not listed parse
+# with any arguments and are judged when evaluated.
 _ARITY: Final[dict[str, tuple[int, int | None]]] = {
     "true": (0, 0),
     "false": (0, 0),
@@ -373,55 +385,55 @@ class _Parser:
         return True
 
     def path(self) -> Node:
-        if self.at("op", "/"):
-            self.advance()
-            children = self.relative_path() if self.starts_step() else []
-            return Unsupported("an absolute path", children)
-        if self.at("op", "//"):
-            self.advance()
-            return Unsupported("an absolute path", self.relative_path())
-        if self.starts_step():
-            first_token = self.peek()
-            start = self.index
-            children = self.relative_path()
-            single = self.index == start + 1
-            if single and first_token.value == "." and first_token.kind == "punct":
-                return Current()
-            if single and first_token.value == ".." and first_token.kind == "punct":
-                return Parent()
-            return Unsupported("a path", children)
-        primary = self.primary()
-        predicates = self.predicates()
         if self.at("op", "/") or self.at("op", "//"):
-            self.advance()
-            return Unsupported("a path", [primary, *predicates, *self.relative_path()])
-        if predicates:
-            return Unsupported("a predicate '[...]'", [primary, *predicates])
+            steps: list[Step] = []
+            if self.advance().value == "//":
+                steps.append(Step("descendant-or-self", "node()"))
+                steps.extend(self.relative_path())
+            elif self.starts_step():
+                steps.extend(self.relative_path())
+            return Path(True, steps)
+        if self.starts_step():
+            return Path(False, self.relative_path())
+        primary = self.primary()
+        filters = self.predicates()
+        if self.at("op", "/") or self.at("op", "//"):
+            steps = [Step("descendant-or-self", "node()")] if self.advance().value == "//" else []
+            steps.extend(self.relative_path())
+            return Path(False, steps, primary, filters)
+        if filters:
+            return Path(False, [], primary, filters)
         return primary
 
-    def relative_path(self) -> list[Node]:
-        children = self.step()
+    def relative_path(self) -> list[Step]:
+        steps = [self.step()]
         while self.at("op", "/") or self.at("op", "//"):
-            self.advance()
-            children.extend(self.step())
-        return children
+            if self.advance().value == "//":
+                steps.append(Step("descendant-or-self", "node()"))
+            steps.append(self.step())
+        return steps
 
-    def step(self) -> list[Node]:
-        if self.at("punct", ".") or self.at("punct", ".."):
+    def step(self) -> Step:
+        if self.at("punct", "."):
             self.advance()
-            return []
+            return Step("self", "node()")
+        if self.at("punct", ".."):
+            self.advance()
+            return Step("parent", "node()")
+        axis = "child"
         if self.at("punct", "@"):
             self.advance()
+            axis = "attribute"
         elif self.at("name") and self.at("punct", "::", 1):
-            axis = self.peek()
-            if axis.value not in _AXES:
-                raise ExpressionSyntaxError(f"'{axis.value}' is not an XPath axis", axis.position)
+            token = self.peek()
+            if token.value not in _AXES:
+                raise ExpressionSyntaxError(f"'{token.value}' is not an XPath axis", token.position)
+            axis = token.value
             self.advance()
             self.advance()
-        self.node_test()
-        return self.predicates()
+        return Step(axis, self.node_test(), self.predicates())
 
-    def node_test(self) -> None:
+    def node_test(self) -> str:
         if not self.at("name"):
             raise self.error("expected a name")
         name = self.advance().value
@@ -430,6 +442,8 @@ class _Parser:
             if name == "processing-instruction" and self.at("str"):
                 self.advance()
             self.expect("punct", ")", "')'")
+            return f"{name}()"
+        return name
 
     def predicates(self) -> list[Node]:
         found: list[Node] = []
@@ -454,7 +468,9 @@ class _Parser:
             return FieldRef(token.value)
         if token.kind == "lastsaved":
             self.advance()
-            return Unsupported("a last-saved reference")
+            return Unsupported(
+                "a last-saved reference (the tablet's previous form is not sent to the server)"
+            )
         if token.kind == "var":
             self.advance()
             return Unsupported(f"the variable ${token.value}")
@@ -506,6 +522,19 @@ def parse_expression(text: str) -> Expression:
         raise ExpressionSyntaxError("expression is nested too deeply", 0) from exc
 
 
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, Negate):
+        return [node.operand]
+    if isinstance(node, Chain):
+        return [node.first, *(operand for _, operand in node.rest)]
+    if isinstance(node, Call | Unsupported):
+        return list(node.args if isinstance(node, Call) else node.children)
+    if isinstance(node, Path):
+        start = [node.start] if node.start is not None else []
+        return [*start, *node.filters, *(p for step in node.steps for p in step.predicates)]
+    return []
+
+
 def references(expr: Expression) -> set[str]:
     """Names used as `${name}` (last-saved references excluded)."""
     found: set[str] = set()
@@ -514,65 +543,86 @@ def references(expr: Expression) -> set[str]:
         node = pending.pop()
         if isinstance(node, FieldRef):
             found.add(node.name)
-        elif isinstance(node, Negate):
-            pending.append(node.operand)
-        elif isinstance(node, Chain):
-            pending.append(node.first)
-            pending.extend(operand for _, operand in node.rest)
-        elif isinstance(node, Call):
-            pending.extend(node.args)
-        elif isinstance(node, Unsupported):
-            pending.extend(node.children)
+        pending.extend(_children(node))
     return found
 
 
-# -------------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- the instance
 
-_EPOCH_DATE: Final = date(1970, 1, 1)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_XPATH_NUMBER_RE = re.compile(r"\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*")
-_DATE_RE = re.compile(r"\s*([0-9]{4}-[0-9]{2}-[0-9]{2})\s*")
-_DATETIME_RE = re.compile(
-    r"\s*([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
-    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?)\s*"
-)
-_ROUNDING_CONTEXT: Final = Context(prec=1000, Emax=10_000, Emin=-10_000)
+
+@dataclass(eq=False, slots=True)
+class Element:
+    """A node of the form's instance: a group, a repeat instance or a field with its value."""
+
+    name: str
+    value: object = None  # as submitted (None when empty); groups and repeats have none
+    definition: Field | None = None  # the form's field; None for the root
+    parent: Element | None = None
+    children: list[Element] = field(default_factory=list)
+    index: int = 0  # 0-based among same-named siblings: a repeat instance's position - 1
+
+    def add(self, child: Element) -> Element:
+        child.parent = self
+        child.index = sum(1 for sibling in self.children if sibling.name == child.name)
+        self.children.append(child)
+        return child
+
+    @property
+    def kind(self) -> str:
+        return self.definition.type if self.definition is not None else "text"
+
+    def lineage(self) -> list[Element]:
+        """The elements from the root down to this one."""
+        chain: list[Element] = []
+        node: Element | None = self
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        return chain[::-1]
+
+    def path(self) -> str:
+        """`/data/rep[2]/x`: the XForm path with a 1-based position for each repeat instance."""
+        parts = []
+        for node in self.lineage():
+            repeated = node.definition is not None and node.definition.type == "repeat"
+            parts.append(f"{node.name}[{node.index + 1}]" if repeated else node.name)
+        return "/" + "/".join(parts)
+
+
+@dataclass(slots=True)
+class NodeSet:
+    elements: list[Element]
+
+
+Value = bool | float | str | datetime
+Result = Value | NodeSet
 
 
 @dataclass
 class EvalContext:
-    resolve: Callable[[str], object]  # ${name} -> the field's value (None when empty/absent)
-    now: datetime  # injected clock for today()/now()
-    current: object = None  # value of `.`
-    position: int | None = None  # 1-based index in the innermost repeat, for position(..)
+    now: datetime  # aware, in the form's time zone: today(), now() and every local date use it
+    node: Element | None = None  # the context node: `.`, and where `${name}` is pinned
+    references: Mapping[str, str] = field(default_factory=dict)  # ${name} -> '/data/grp/name'
+    version: str = ""  # the form version, for version()
+    dialect: TypingLiteral["javarosa", "enketo"] = "javarosa"
+
+    @property
+    def zone(self) -> tzinfo:
+        zone = self.now.tzinfo
+        if zone is None:
+            raise NotEvaluable("the clock has no time zone")
+        return zone
 
 
-def _parse_date(text: str) -> date | None:
-    if match := _DATE_RE.fullmatch(text):
-        try:
-            return date.fromisoformat(match.group(1))
-        except ValueError:
-            return None
-    return None
+# ----------------------------------------------------------------------------- conversions
 
-
-def _parse_datetime(text: str) -> datetime | None:
-    if match := _DATETIME_RE.fullmatch(text):
-        try:
-            return _as_utc(datetime.fromisoformat(match.group(1)))
-        except ValueError:
-            return None
-    return None
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _days(value: date | datetime) -> float:
-    if isinstance(value, datetime):
-        return (value - _EPOCH).total_seconds() / 86_400
-    return float((value - _EPOCH_DATE).days)
+_JAVA_SPACE: Final = "".join(chr(code) for code in range(33))  # what String.trim() removes
+_NUMBER_CHARS: Final = frozenset("-.0123456789")
+_ROUNDING: Final = Context(prec=1000, Emax=10_000, Emin=-10_000)
+_INT_MAX: Final = 2**31 - 1
+_LONG_MAX: Final = 2**63 - 1
+_DOUBLE_MIN: Final = 5e-324  # Double.MIN_VALUE
+_DOUBLE_MAX: Final = 1.7976931348623157e308
 
 
 def _check_length(text: str) -> str:
@@ -581,84 +631,164 @@ def _check_length(text: str) -> str:
     return text
 
 
-def to_value(raw: object) -> Value:
-    """Convert a field value as stored (None, numbers, text, lists, dates) to an XPath value."""
-    if raw is None:
-        return ""
-    if isinstance(raw, bool | str):
-        return _check_length(raw) if isinstance(raw, str) else raw
-    if isinstance(raw, int | float | Decimal):
-        try:
-            return float(raw)
-        except (OverflowError, ValueError) as exc:
-            raise NotEvaluable("number out of range") from exc
-    if isinstance(raw, datetime):
-        return _as_utc(raw)
-    if isinstance(raw, date):
-        return raw
-    if isinstance(raw, time):
-        return raw.isoformat(timespec="milliseconds")
-    if isinstance(raw, list | tuple):
-        return _check_length(" ".join(to_xpath_string(to_value(item)) for item in raw))
-    raise NotEvaluable(f"a value of type {type(raw).__name__} cannot be evaluated")
+def _java_int(number: float, limit: int = _INT_MAX) -> int:
+    """Java's `(int) d` / `(long) d`: NaN is 0, saturates at the type's range, truncates."""
+    if math.isnan(number):
+        return 0
+    if number >= limit:
+        return limit
+    if number <= -limit - 1:
+        return -limit - 1
+    return math.trunc(number)
 
 
-def to_xpath_string(value: Value) -> str:
-    """XPath string() of a value; use it to store a calculation's result."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _number_to_string(value)
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="milliseconds")
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
+def java_double(number: float) -> str:
+    """`Double.toString`: decimal notation within [1e-3, 1e7), else 'd.dddE±n'."""
+    if number == 0:
+        return "-0.0" if math.copysign(1.0, number) < 0 else "0.0"
+    magnitude = abs(number)
+    if 1e-3 <= magnitude < 1e7:
+        text = repr(number)
+        return text if "." in text else f"{text}.0"
+    digits, exponent = Decimal(repr(number)).as_tuple()[1:]
+    assert isinstance(exponent, int)
+    significant = "".join(map(str, digits)).rstrip("0") or "0"
+    power = len(digits) + exponent - 1
+    sign = "-" if number < 0 else ""
+    return f"{sign}{significant[0]}.{significant[1:] or '0'}E{power}"
 
 
 def _number_to_string(number: float) -> str:
     if math.isnan(number):
         return "NaN"
+    if abs(number) < 1e-12:
+        return "0"
     if math.isinf(number):
         return "Infinity" if number > 0 else "-Infinity"
-    if number == math.floor(number):
-        return str(int(number))
-    return format(Decimal(repr(number)), "f")
+    whole = _java_int(number)
+    if abs(number - whole) < 1e-12:
+        return str(whole)
+    return java_double(number)
 
 
-def to_number(value: Value) -> float:
+def _text_number(text: str) -> float:
+    """JavaRosa `toNumeric` of text: ',' is '.', trimmed, digits, '-' and '.' only."""
+    cleaned = text.replace(",", ".").strip(_JAVA_SPACE)
+    if not cleaned or not _NUMBER_CHARS.issuperset(cleaned):
+        return math.nan
+    try:
+        return float(cleaned)
+    except ValueError:
+        return math.nan
+
+
+def _element_value(element: Element, zone: tzinfo) -> Value:
+    """JavaRosa's `unpackValue` of a node's answer, by the field's type."""
+    raw = element.value
+    kind = element.kind
+    if raw is None or raw == "" or raw == [] or kind in ("group", "repeat", "note"):
+        return ""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if kind in ("integer", "decimal"):
+        if isinstance(raw, int | float | Decimal):
+            return float(raw)
+        number = _text_number(str(raw))
+        return number if kind == "decimal" or math.isnan(number) else float(math.trunc(number))
+    if isinstance(raw, datetime):
+        return raw.replace(tzinfo=zone) if raw.tzinfo is None else raw
+    if isinstance(raw, date):
+        return dates.local(raw.year, raw.month, raw.day, zone)
+    if isinstance(raw, time):
+        return dates.local(1970, 1, 1, zone, raw.hour, raw.minute, raw.second, raw.microsecond)
+    if isinstance(raw, list | tuple):
+        return _check_length(" ".join(to_xpath_string(_plain(item)) for item in raw))
+    if isinstance(raw, int | float | Decimal):
+        return _number_to_string(float(raw)) if isinstance(raw, float) else str(raw)
+    text = _check_length(str(raw))
+    try:
+        if kind in ("date", "datetime"):
+            return dates.parse_date_time(text.strip(), zone)
+        if kind == "time":
+            return dates.parse_time(text.strip(), zone)
+    except dates.DateError:
+        return text
+    return text
+
+
+def _plain(raw: object) -> Value:
+    if isinstance(raw, bool | str | datetime):
+        return raw
+    if isinstance(raw, int | float):
+        return float(raw)
+    return str(raw)
+
+
+def to_xpath_string(value: Value, zone: tzinfo = UTC) -> str:
+    """JavaRosa `toString`: numbers as it prints them, a date as its local 'YYYY-MM-DD'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _number_to_string(value)
+    if isinstance(value, datetime):
+        return dates.iso_date(value, zone)
+    return value
+
+
+def to_number(value: Value, zone: tzinfo = UTC) -> float:
+    """JavaRosa `toNumeric`; a date is its count of whole local days."""
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, float):
         return value
-    if isinstance(value, date):
-        return _days(value)
-    if match := _XPATH_NUMBER_RE.fullmatch(value):
-        return float(match.group(1))
-    moment = _parse_date(value) or _parse_datetime(value)
-    return _days(moment) if moment is not None else math.nan
+    if isinstance(value, datetime):
+        return float(dates.local_days(value, zone))
+    return _text_number(value)
+
+
+def _to_double(value: Value, zone: tzinfo) -> float:
+    """JavaRosa `toDouble`: as `to_number`, but a date in fractional local days."""
+    if isinstance(value, datetime):
+        return dates.fractional_days(value, zone)
+    return to_number(value, zone)
 
 
 def to_bool(value: Value) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, float):
-        return not (value == 0 or math.isnan(value))
+        return abs(value) > 1e-12 and not math.isnan(value)
     if isinstance(value, str):
         return value != ""
     return True
 
 
-def _equals(left: Value, right: Value) -> bool:
+def _units(text: str) -> list[str]:
+    """The UTF-16 code units of the text, as Java indexes it (surrogates as lone characters)."""
+    if text.isascii() or all(ord(char) < 0x10000 for char in text):
+        return list(text)
+    raw = text.encode("utf-16-le", "surrogatepass")
+    return [raw[i : i + 2].decode("utf-16-le", "surrogatepass") for i in range(0, len(raw), 2)]
+
+
+def _from_units(units: list[str]) -> str:
+    return "".join(units).encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
+def _java_split(text: str) -> list[str]:
+    """`DateUtils.split(s, " ", true)`: pieces between single spaces, empty ones dropped."""
+    return [piece for piece in text.split(" ") if piece]
+
+
+# ------------------------------------------------------------------------------ arithmetic
+
+
+def _equals(left: Value, right: Value, zone: tzinfo) -> bool:
     if isinstance(left, bool) or isinstance(right, bool):
         return to_bool(left) == to_bool(right)
     if isinstance(left, float) or isinstance(right, float):
-        return to_number(left) == to_number(right)
-    if isinstance(left, date) or isinstance(right, date):
-        left_days, right_days = to_number(left), to_number(right)
-        if not (math.isnan(left_days) or math.isnan(right_days)):
-            return left_days == right_days
-    return to_xpath_string(left) == to_xpath_string(right)
+        return abs(to_number(left, zone) - to_number(right, zone)) < 1e-12
+    return to_xpath_string(left, zone) == to_xpath_string(right, zone)
 
 
 def _compare(op: str, left: float, right: float) -> bool:
@@ -699,181 +829,687 @@ def _arithmetic(op: str, left: float, right: float) -> float:
     return _modulo(left, right)
 
 
-def _round_half_up(number: float, digits: float) -> float:
-    if math.isnan(number) or math.isinf(number) or math.isnan(digits):
-        return number if not math.isnan(digits) else math.nan
-    places = int(digits)
-    if abs(places) > 400:
-        raise NotEvaluable("round() digits out of range")
-    exponent = Decimal(1).scaleb(-places)
-    rounded = Decimal(repr(number)).quantize(exponent, ROUND_HALF_UP, _ROUNDING_CONTEXT)
-    return float(rounded)
-
-
-def _round(number: float) -> float:
+def _round(number: float, places: int) -> float:
+    """JavaRosa `round()`: half up (towards zero for negatives) via BigDecimal."""
     if math.isnan(number) or math.isinf(number):
         return number
-    floor = math.floor(number)
-    return float(floor + 1 if number - floor >= 0.5 else floor)
+    if not -30 <= places <= 30:
+        return math.nan
+    if places >= 0:
+        method = ROUND_HALF_DOWN if number < 0 else ROUND_HALF_UP
+        exact = Decimal(java_double(number))
+        return float(exact.quantize(Decimal(1).scaleb(-places), method, _ROUNDING))
+    scaled = float(Decimal(java_double(number)).scaleb(places, _ROUNDING))
+    rounded = _java_int(scaled + 0.5, _LONG_MAX)
+    return float(Decimal(rounded).scaleb(-places, _ROUNDING))
 
 
-def _to_date(value: Value) -> Value:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            raise NotEvaluable("date() of a number that is not finite")
-        try:
-            return _EPOCH_DATE + timedelta(days=math.floor(value))
-        except OverflowError as exc:
-            raise NotEvaluable("date() out of range") from exc
-    if isinstance(value, str):
-        if value.strip() == "":
-            return ""
-        if (day := _parse_date(value)) is not None:
-            return day
-        if (moment := _parse_datetime(value)) is not None:
-            return moment.date()
-    raise NotEvaluable(f"date() cannot convert {to_xpath_string(value)[:40]!r}")
+def _to_int(number: float) -> float:
+    """JavaRosa `toInt`: truncates, keeps -0, NaN, infinities and huge values."""
+    if math.isnan(number) or math.isinf(number) or abs(number) >= _LONG_MAX:
+        return number
+    return math.copysign(float(math.trunc(number)), number) if number != 0 else number
+
+
+def _java_math(function: Callable[..., float], *args: float) -> float:
+    """Java's Math: NaN or an infinity where Python's math raises."""
+    try:
+        return function(*args)
+    except OverflowError:
+        return math.inf
+    except (ValueError, ZeroDivisionError):
+        if function is math.log or function is math.log10:
+            return -math.inf if args[0] == 0 else math.nan
+        if function is math.pow and args[0] == 0 and args[1] < 0:
+            return math.inf
+        return math.nan
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+_ENKETO_ONLY: Final = frozenset({"floor", "ceiling"})
+_NOT_EVALUATED: Final[dict[str, str]] = {
+    "random": "random() differs on every evaluation",
+    "uuid": "uuid() differs on every evaluation",
+    "randomize": "randomize() shuffles differently on every device",
+    "property": "property() reads the tablet's settings",
+    "pulldata": "pulldata() reads a CSV file attached to the form",
+    "instance": "secondary instances (choice lists, CSV files) are not evaluated",
+    "digest": "digest() is not evaluated by the server",
+    "extract-signed": "extract-signed() is not evaluated by the server",
+    "area": "geographic functions are not evaluated by the server",
+    "enclosed-area": "geographic functions are not evaluated by the server",
+    "distance": "geographic functions are not evaluated by the server",
+    "geofence": "geographic functions are not evaluated by the server",
+}
+# JavaRosa's own argument counts, checked when it evaluates (the parser is more lenient).
+_JAVAROSA_ARITY: Final[dict[str, tuple[int, ...]]] = {
+    "coalesce": (2,),
+    "number": (1,),
+    "string": (1,),
+    "boolean-from-string": (1,),
+    "format-date": (2,),
+    "format-date-time": (2,),
+    "date-time": (1,),
+    "decimal-time": (1,),
+    "selected-at": (2,),
+    "count": (1,),
+    "count-non-empty": (1,),
+    "sum": (1,),
+    "substr": (2, 3),
+    "substring-before": (2,),
+    "substring-after": (2,),
+    "translate": (3,),
+    "normalize-space": (0, 1),
+    "once": (1,),
+    "pow": (2,),
+    "pi": (0,),
+    "atan2": (2,),
+    "version": (0,),
+    "base64-decode": (1,),
+    "jr:choice-name": (2,),
+    "is-selected": (2,),
+    **{name: (1,) for name in ("abs", "acos", "asin", "atan", "cos", "exp", "exp10", "log")},
+    **{name: (1,) for name in ("log10", "sin", "sqrt", "tan", "floor", "ceiling")},
+}
+_MATH: Final[dict[str, Callable[..., float]]] = {
+    "abs": abs,
+    "acos": math.acos,
+    "asin": math.asin,
+    "atan": math.atan,
+    "atan2": math.atan2,
+    "cos": math.cos,
+    "exp": math.exp,
+    "exp10": lambda x: math.pow(10.0, x),
+    "log": math.log,
+    "log10": math.log10,
+    "sin": math.sin,
+    "sqrt": math.sqrt,
+    "tan": math.tan,
+    "pow": math.pow,
+}
 
 
 class _Evaluation:
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
+        self.zone = ctx.zone
         self.steps = 0
+        self.node = ctx.node  # changes inside predicates
+        self.position: int | None = None  # the position within a predicate's node-set
+        self.divergent = False  # used something JavaRosa and Enketo read differently
 
-    def eval(self, node: Node) -> Value:
+    # -- values
+
+    def eval(self, node: Node) -> Result:
         self.steps += 1
         if self.steps > MAX_EVALUATION_STEPS:
             raise NotEvaluable(f"evaluation took more than {MAX_EVALUATION_STEPS} steps")
         if isinstance(node, Literal):
             return node.value
         if isinstance(node, FieldRef):
-            return to_value(self.ctx.resolve(node.name))
-        if isinstance(node, Current):
-            return to_value(self.ctx.current)
+            return NodeSet(self.select_field(node.name))
+        if isinstance(node, Path):
+            return NodeSet(self.select(node))
         if isinstance(node, Chain):
             return self.chain(node)
         if isinstance(node, Negate):
-            number = to_number(self.eval(node.operand))
+            number = to_number(self.value(node.operand), self.zone)
             return -number if node.times % 2 else number
         if isinstance(node, Call):
             return self.call(node)
-        if isinstance(node, Parent):
-            raise NotEvaluable("'..' is only supported as position(..)")
         raise NotEvaluable(f"{node.what} is not supported")
 
-    def chain(self, node: Chain) -> Value:
-        if node.level == _OR:
-            operands = [node.first, *(operand for _, operand in node.rest)]
-            return any(to_bool(self.eval(operand)) for operand in operands)
-        if node.level == _AND:
-            operands = [node.first, *(operand for _, operand in node.rest)]
-            return all(to_bool(self.eval(operand)) for operand in operands)
-        value = self.eval(node.first)
-        for op, operand in node.rest:
-            right = self.eval(operand)
-            if node.level == _EQ:
-                value = _equals(value, right) == (op == "=")
-            elif node.level == _REL:
-                value = _compare(op, to_number(value), to_number(right))
-            else:
-                value = _arithmetic(op, to_number(value), to_number(right))
-        return value
+    def value(self, node: Node) -> Value:
+        return self.unpack(self.eval(node))
+
+    def unpack(self, result: Result) -> Value:
+        if not isinstance(result, NodeSet):
+            return result
+        if not result.elements:
+            return ""
+        if len(result.elements) > 1:
+            raise NotEvaluable(
+                f"{result.elements[0].name} is repeated: JavaRosa stops here and asks for "
+                "indexed-repeat()"
+            )
+        return _element_value(result.elements[0], self.zone)
 
     def text(self, node: Node) -> str:
-        return to_xpath_string(self.eval(node))
+        return to_xpath_string(self.value(node), self.zone)
 
-    def call(self, node: Call) -> Value:
+    def number(self, node: Node) -> float:
+        return to_number(self.value(node), self.zone)
+
+    def chain(self, node: Chain) -> Value:
+        if node.level in (_OR, _AND):
+            operands = [node.first, *(operand for _, operand in node.rest)]
+            want = node.level == _OR
+            for operand in operands:
+                if to_bool(self.value(operand)) == want:
+                    return want
+            return not want
+        value = self.value(node.first)
+        for op, operand in node.rest:
+            right = self.value(operand)
+            if node.level == _EQ:
+                value = _equals(value, right, self.zone) == (op == "=")
+            elif node.level == _REL:
+                value = _compare(op, to_number(value, self.zone), to_number(right, self.zone))
+            else:
+                value = _arithmetic(op, to_number(value, self.zone), to_number(right, self.zone))
+        return value
+
+    # -- paths
+
+    def context(self) -> Element:
+        if self.node is None:
+            raise NotEvaluable("a path needs the form's instance")
+        return self.node
+
+    def select_field(self, name: str) -> list[Element]:
+        path = self.ctx.references.get(name)
+        if path is None:
+            raise NotEvaluable(f"the form has no field named {name!r}")
+        return self.absolute([part for part in path.split("/") if part])
+
+    def absolute(self, names: list[str], pins: Mapping[int, int] | None = None) -> list[Element]:
+        """An absolute path of plain names, pinned to the context's repeat instances
+        (TreeReference.contextualize) or to `pins` (depth -> 0-based position)."""
+        lineage = self.context().lineage()
+        root = lineage[0]
+        if not names or names[0] != root.name:
+            return []
+        current, pinned = [root], True
+        for depth in range(1, len(names)):
+            name = names[depth]
+            if pins is not None and depth in pins:
+                current = [
+                    child
+                    for parent in current
+                    for child in parent.children
+                    if child.name == name and child.index == pins[depth]
+                ]
+                pinned = False
+            elif pinned and depth < len(lineage) and lineage[depth].name == name:
+                current = [lineage[depth]]
+            else:
+                pinned = False
+                current = [c for parent in current for c in parent.children if c.name == name]
+        return current
+
+    def select(self, path: Path) -> list[Element]:
+        steps = path.steps
+        if path.start is not None:
+            start = self.eval(path.start)
+            if not isinstance(start, NodeSet):
+                raise NotEvaluable("a path must start from a node-set")
+            current = self.filter(start.elements, path.filters)
+        elif path.absolute:
+            names = [step.test for step in steps]
+            if all(step.axis == "child" and not step.predicates for step in steps) and all(
+                name not in ("*", "node()") for name in names
+            ):
+                return self.absolute(names)
+            root = self.context().lineage()[0]
+            if not steps:
+                raise NotEvaluable("the document root '/' is not a value")
+            first, steps = steps[0], steps[1:]
+            if first.axis != "child" or first.test not in (root.name, "*", "node()"):
+                return []
+            current = self.filter([root], first.predicates)
+        else:
+            current = [self.context()]
+        for step in steps:
+            current = self.step(current, step)
+        return current
+
+    def step(self, current: list[Element], step: Step) -> list[Element]:
+        found: list[Element] = []
+        seen: set[int] = set()
+        for element in current:
+            if step.axis == "child":
+                candidates = [c for c in element.children if step.test in ("*", "node()", c.name)]
+            elif step.axis == "self":
+                candidates = [element] if step.test in ("*", "node()", element.name) else []
+            elif step.axis == "parent":
+                parent = element.parent
+                matches = parent is not None and step.test in ("*", "node()", parent.name)
+                candidates = [parent] if parent is not None and matches else []
+            else:
+                raise NotEvaluable(f"the {step.axis} axis is not supported")
+            for candidate in self.filter(candidates, step.predicates):
+                if id(candidate) not in seen:
+                    seen.add(id(candidate))
+                    found.append(candidate)
+        return found
+
+    def filter(self, elements: list[Element], predicates: list[Node]) -> list[Element]:
+        for predicate in predicates:
+            kept: list[Element] = []
+            saved = self.node, self.position
+            try:
+                for position, element in enumerate(elements, start=1):
+                    self.node, self.position = element, position
+                    outcome = self.value(predicate)
+                    if isinstance(outcome, float):
+                        if outcome == position:
+                            kept.append(element)
+                    elif to_bool(outcome):
+                        kept.append(element)
+            finally:
+                self.node, self.position = saved
+            elements = kept
+        return elements
+
+    def names_of(self, node: Node, what: str) -> list[str]:
+        """The absolute names of a `${field}` or plain absolute path argument."""
+        if isinstance(node, FieldRef):
+            path = self.ctx.references.get(node.name)
+            if path is None:
+                raise NotEvaluable(f"the form has no field named {node.name!r}")
+            return [part for part in path.split("/") if part]
+        if (
+            isinstance(node, Path)
+            and node.absolute
+            and node.start is None
+            and all(step.axis == "child" and not step.predicates for step in node.steps)
+        ):
+            return [step.test for step in node.steps]
+        raise NotEvaluable(f"indexed-repeat(): {what} must be a field reference")
+
+    # -- functions
+
+    def call(self, node: Call) -> Result:
         name, args = node.name, node.args
+        javarosa = self.ctx.dialect == "javarosa"
+        if javarosa and name in _JAVAROSA_ARITY and len(args) not in _JAVAROSA_ARITY[name]:
+            raise NotEvaluable(f"JavaRosa refuses {name}() with {len(args)} argument(s)")
+        if name in _NOT_EVALUATED:
+            raise NotEvaluable(_NOT_EVALUATED[name])
+        if name in _ENKETO_ONLY:
+            self.divergent = True
+            if javarosa:
+                raise NotEvaluable(f"{name}() is not a function of ODK Collect's engine")
+            number = self.number(args[0])
+            return float(math.floor(number) if name == "floor" else math.ceil(number))
         if name == "if":
-            return self.eval(args[1] if to_bool(self.eval(args[0])) else args[2])
+            return self.eval(args[1] if to_bool(self.value(args[0])) else args[2])
         if name == "coalesce":
             for arg in args:
-                value = self.eval(arg)
-                if to_xpath_string(value) != "":
+                value = self.value(arg)
+                if not (value == "" or (isinstance(value, float) and math.isnan(value))):
                     return value
-            return ""
+            return value
+        if name == "current":
+            return NodeSet([self.context() if self.ctx.node is None else self.ctx.node])
+        if name == "indexed-repeat":
+            return self.indexed_repeat(args)
         if name == "position":
-            if args and not isinstance(args[0], Parent):
-                raise NotEvaluable("position() is only supported as position(..)")
-            if self.ctx.position is None:
-                raise NotEvaluable("position(..) outside a repeat")
-            return float(self.ctx.position)
-        if name not in _ARITY:
+            return self.position_of(args)
+        if name == "jr:choice-name":
+            return self.choice_name(self.text(args[0]), self.text(args[1]))
+        if name == "once":
+            own = _element_value(self.context(), self.zone)
+            return self.value(args[0]) if to_xpath_string(own, self.zone) == "" else own
+        if name in ("count", "count-non-empty", "sum"):
+            elements = self.node_set(args[0], name)
+            if name == "count":
+                return float(len(elements))
+            if name == "count-non-empty":
+                return float(sum(1 for e in elements if e.children or not _empty(e.value)))
+            numbers = (to_number(_element_value(e, self.zone), self.zone) for e in elements)
+            return math.fsum(n for n in numbers if not math.isnan(n))
+        if name in ("max", "min", "concat", "join", "checklist", "weighted-checklist"):
+            return self.aggregate(name, args)
+        function = _FUNCTIONS.get(name)
+        if function is None:
             raise NotEvaluable(f"the function {name}() is not supported")
-        values = [self.eval(arg) for arg in args]
-        if not values and name in ("string-length", "number", "string"):
-            values = [to_value(self.ctx.current)]  # XPath: no argument means the context node
-        return _FUNCTIONS[name](self.ctx, values)
+        values = [self.value(arg) for arg in args]
+        if not values and name in ("string-length", "normalize-space", "number", "string"):
+            values = [_element_value(self.context(), self.zone)]  # XPath: the context node
+        if name == "regex":
+            self.divergent = True
+        return function(self, values)
+
+    def node_set(self, arg: Node, name: str) -> list[Element]:
+        result = self.eval(arg)
+        if not isinstance(result, NodeSet):
+            raise NotEvaluable(f"{name}() needs a field, not a value")
+        return result.elements
+
+    def spread(self, args: list[Node]) -> list[Value]:
+        """One node-set argument as its nodes' values, else each argument's value."""
+        if len(args) == 1:
+            result = self.eval(args[0])
+            if isinstance(result, NodeSet):
+                return [_element_value(e, self.zone) for e in result.elements]
+            return [result]
+        return [self.value(arg) for arg in args]
+
+    def aggregate(self, name: str, args: list[Node]) -> Value:
+        if name in ("max", "min"):
+            numbers = [to_number(v, self.zone) for v in self.spread(args)]
+            numbers = [n for n in numbers if not math.isnan(n)]
+            if not numbers:
+                return math.nan
+            # JavaRosa starts max at Double.MIN_VALUE (the smallest positive double) and min at
+            # Double.MAX_VALUE; max of negative numbers is therefore 4.9E-324.
+            return max(_DOUBLE_MIN, *numbers) if name == "max" else min(_DOUBLE_MAX, *numbers)
+        if name == "concat":
+            return _check_length("".join(to_xpath_string(v, self.zone) for v in self.spread(args)))
+        if name == "join":
+            if not args:
+                raise NotEvaluable("JavaRosa refuses join() without arguments")
+            separator = self.text(args[0])
+            parts = self.spread(args[1:]) if len(args) == 2 else [self.value(a) for a in args[1:]]
+            return _check_length(separator.join(to_xpath_string(v, self.zone) for v in parts))
+        if len(args) < 2:
+            raise NotEvaluable(f"JavaRosa refuses {name}() with {len(args)} argument(s)")
+        low, high = self.number(args[0]), self.number(args[1])
+        if name == "checklist":
+            flags = self.spread(args[2:]) if len(args) == 3 else [self.value(a) for a in args[2:]]
+            count = sum(1 for flag in flags if to_bool(flag))
+            least, most = _java_int(low), _java_int(high)
+            return (least < 0 or count >= least) and (most < 0 or count <= most)
+        if len(args) % 2:
+            raise NotEvaluable("JavaRosa refuses weighted-checklist() with an odd count")
+        rest = args[2:]
+        if len(rest) == 2:
+            flags, weights = self.spread(rest[:1]), self.spread(rest[1:])
+        else:
+            flags = [self.value(a) for a in rest[0::2]]
+            weights = [self.value(a) for a in rest[1::2]]
+        if len(flags) != len(weights):
+            raise NotEvaluable("weighted-checklist(): the two fields differ in length")
+        total = sum(
+            to_number(w, self.zone) for f, w in zip(flags, weights, strict=True) if to_bool(f)
+        )
+        return low <= total <= high
+
+    def position_of(self, args: list[Node]) -> float:
+        if args:
+            elements = self.node_set(args[0], "position")
+            return float(elements[0].index + 1) if elements else 0.0
+        if self.position is not None:
+            return float(self.position)
+        return float(self.context().index + 1)
+
+    def indexed_repeat(self, args: list[Node]) -> Result:
+        if len(args) not in (3, 5, 7, 9, 11):
+            raise NotEvaluable("indexed-repeat() takes 3, 5, 7, 9 or 11 arguments")
+        target = self.names_of(args[0], "its first argument")
+        pins: dict[int, int] = {}
+        for repeat_arg, index_arg in zip(args[1::2], args[2::2], strict=True):
+            repeat = self.names_of(repeat_arg, "each repeat")
+            if len(repeat) > len(target) or target[: len(repeat)] != repeat:
+                raise NotEvaluable("indexed-repeat(): a repeat must contain the field")
+            index = _java_int(_to_int(self.number(index_arg)))
+            pins[len(repeat) - 1] = max(index, 1) - 1
+        return NodeSet(self.absolute(target, pins))
+
+    def choice_name(self, value: str, where: str) -> str:
+        text = where.strip()
+        if match := re.fullmatch(r"\$\{([^}]*)\}", text):
+            elements = self.select_field(match.group(1))
+        elif text.startswith("/"):
+            elements = self.absolute([part for part in text.split("/") if part])
+        else:
+            raise NotEvaluable("jr:choice-name(): the second argument must name a field")
+        question = elements[0].definition if elements else None
+        if question is None or question.type not in ("select_one", "select_multiple"):
+            return ""
+        if not question.choices_known:
+            raise NotEvaluable("jr:choice-name(): the choices come from a file")
+        for choice in question.choices:
+            if choice.name == value:
+                labels = set(choice.labels.values())
+                if len(labels) > 1:
+                    raise NotEvaluable(
+                        "jr:choice-name() gives the label in the language chosen on the tablet"
+                    )
+                label = next(iter(labels), "")
+                if "${" in label or "<output" in label:
+                    raise NotEvaluable("jr:choice-name(): the label refers to other fields")
+                return label
+        return ""
+
+
+def _empty(raw: object) -> bool:
+    return raw is None or raw == "" or raw == []
+
+
+# ------------------------------------------------------------------------- plain functions
+
+
+def _string_arg(value: Value, function: str) -> str:
+    """JavaRosa casts these arguments to String: a number or date there is an error."""
+    if not isinstance(value, str):
+        raise NotEvaluable(f"JavaRosa stops on {function}() of a {type(value).__name__}")
+    return value
 
 
 def _selected(values: list[Value]) -> bool:
-    return to_xpath_string(values[1]).strip() in to_xpath_string(values[0]).split()
+    choices = _string_arg(values[0], "selected")
+    wanted = _string_arg(values[1], "selected").strip(_JAVA_SPACE)
+    return f" {wanted} " in f" {choices} "
 
 
-def _regex(values: list[Value]) -> bool:
+def _selected_at(values: list[Value]) -> str:
+    pieces = _java_split(_string_arg(values[0], "selected-at"))
+    index = _java_int(_to_int(to_number(values[1])))
+    return pieces[index] if 0 <= index < len(pieces) else ""
+
+
+def _regex(run: _Evaluation, values: list[Value]) -> bool:
+    subject = to_xpath_string(values[0], run.zone)
+    pattern = to_xpath_string(values[1], run.zone)
     try:
-        return regex_matches(to_xpath_string(values[0]), to_xpath_string(values[1]))
+        return regex_matches(subject, pattern, search=run.ctx.dialect == "enketo")
     except UnsafeRegex as exc:
         raise NotEvaluable(str(exc)) from exc
 
 
-def _concat(values: list[Value]) -> str:
-    return _check_length("".join(to_xpath_string(value) for value in values))
+def _substr(values: list[Value], zone: tzinfo) -> str:
+    units = _units(to_xpath_string(values[0], zone))
+    length = len(units)
+    start = _java_int(_to_int(to_number(values[1], zone)))
+    end = _java_int(_to_int(to_number(values[2], zone))) if len(values) == 3 else length
+    start = length + start if start < 0 else start
+    end = length + end if end < 0 else end
+    end = min(max(0, end), length)
+    start = min(max(0, start), length)
+    return _from_units(units[start:end]) if start <= end else ""
 
 
-def _int(number: float) -> float:
-    return number if math.isnan(number) or math.isinf(number) else float(math.trunc(number))
+def _translate(values: list[Value], zone: tzinfo) -> str:
+    text, source, target = (_units(to_xpath_string(v, zone)) for v in values)
+    out: list[str] = []
+    for unit in text:
+        if unit not in source:
+            out.append(unit)
+        elif (at := source.index(unit)) < len(target):
+            out.append(target[at])
+    return _from_units(out)
 
 
-def _today(ctx: EvalContext) -> date:
-    return ctx.now.date()
+def _normalize_space(text: str) -> str:
+    return re.sub(r"[ \t\n\x0b\f\r]+", " ", text.strip(_JAVA_SPACE))
 
 
-def _decimal_date_time(value: Value) -> float:
-    if isinstance(value, date):
-        return _days(value)
-    return to_number(value)
+def _to_date(value: Value, zone: tzinfo, keep_time: bool) -> Value:
+    """JavaRosa `toDate`: date() (keep_time False) and date-time() (True)."""
+    try:
+        if isinstance(value, float):
+            if math.isnan(value):
+                return value
+            number = value if keep_time else _to_int(value)
+            if math.isinf(number) or abs(number) > _INT_MAX:
+                raise NotEvaluable(f"{_number_to_string(value)} is out of range for a date")
+            if keep_time:
+                return dates.from_ms(_java_int(number * dates.DAY_MS, _LONG_MAX), zone)
+            return dates.add_days(int(number), zone)
+        if isinstance(value, str):
+            if value == "":
+                return value
+            return dates.parse_date_time(value, zone)
+        if isinstance(value, datetime):
+            return value if keep_time else dates.round_date(value, zone)
+    except dates.DateError as exc:
+        raise NotEvaluable(f"JavaRosa cannot read {str(value)[:40]!r} as a date") from exc
+    raise NotEvaluable(f"JavaRosa cannot read {value!r} as a date")
 
 
-_Function = Callable[[EvalContext, list[Value]], Value]
+def _decimal_date_time(run: _Evaluation, value: Value, keep_date: bool) -> Value:
+    if isinstance(value, bool):
+        raise NotEvaluable("JavaRosa cannot read a boolean as a date")
+    if isinstance(value, float):
+        if math.isnan(value):
+            return value
+        if math.isinf(value) or abs(value) > _INT_MAX:
+            raise NotEvaluable(f"{_number_to_string(value)} is out of range for a date")
+        return value if keep_date else value - math.floor(value)
+    if isinstance(value, str):
+        if value == "":
+            return value
+        try:
+            moment = dates.parse_date_time(value, run.zone)
+        except dates.DateError as exc:
+            raise NotEvaluable(f"JavaRosa cannot read {value[:40]!r} as a date") from exc
+    else:
+        moment = value
+    if keep_date:
+        return dates.decimal_date_time(moment)
+    return dates.decimal_time(moment, run.zone, run.ctx.now)
+
+
+def _format_date(run: _Evaluation, values: list[Value]) -> str:
+    moment = _to_date(values[0], run.zone, keep_time=True)
+    if not isinstance(moment, datetime):
+        return ""
+    try:
+        return dates.format_date(moment, to_xpath_string(values[1], run.zone), run.zone)
+    except dates.DateError as exc:
+        raise NotEvaluable(f"format-date(): {exc}") from exc
+
+
+def _base64_decode(text: str) -> str:
+    try:
+        return base64.b64decode(text.encode("utf-8")).decode("utf-8", "replace")
+    except (binascii.Error, ValueError) as exc:
+        raise NotEvaluable("base64-decode(): not base64") from exc
+
+
+def _round_call(run: _Evaluation, values: list[Value]) -> float:
+    places = _java_int(to_number(values[1], run.zone)) if len(values) == 2 else 0
+    return _round(to_number(values[0], run.zone), places)
+
+
+def _today(run: _Evaluation) -> datetime:
+    return dates.round_date(run.ctx.now, run.zone)
+
+
+def _math(name: str) -> Callable[[_Evaluation, list[Value]], Value]:
+    function = _MATH[name]
+    return lambda run, v: _java_math(function, *(_to_double(x, run.zone) for x in v))
+
+
+_Function = Callable[[_Evaluation, list[Value]], Value]
 _FUNCTIONS: Final[dict[str, _Function]] = {
-    "true": lambda ctx, v: True,
-    "false": lambda ctx, v: False,
-    "not": lambda ctx, v: not to_bool(v[0]),
-    "boolean": lambda ctx, v: to_bool(v[0]),
-    "selected": lambda ctx, v: _selected(v),
-    "count-selected": lambda ctx, v: float(len(to_xpath_string(v[0]).split())),
-    "string-length": lambda ctx, v: float(len(to_xpath_string(v[0]))),
-    "regex": lambda ctx, v: _regex(v),
-    "contains": lambda ctx, v: to_xpath_string(v[1]) in to_xpath_string(v[0]),
-    "starts-with": lambda ctx, v: to_xpath_string(v[0]).startswith(to_xpath_string(v[1])),
-    "ends-with": lambda ctx, v: to_xpath_string(v[0]).endswith(to_xpath_string(v[1])),
-    "concat": lambda ctx, v: _concat(v),
-    "today": lambda ctx, v: _today(ctx),
-    "now": lambda ctx, v: _as_utc(ctx.now),
-    "date": lambda ctx, v: _to_date(v[0]),
-    "decimal-date-time": lambda ctx, v: _decimal_date_time(v[0]),
-    "int": lambda ctx, v: _int(to_number(v[0])),
-    "number": lambda ctx, v: to_number(v[0]),
-    "string": lambda ctx, v: to_xpath_string(v[0]),
-    "round": lambda ctx, v: (
-        _round(to_number(v[0])) if len(v) == 1 else _round_half_up(to_number(v[0]), to_number(v[1]))
+    "true": lambda run, v: True,
+    "false": lambda run, v: False,
+    "not": lambda run, v: not to_bool(v[0]),
+    "boolean": lambda run, v: to_bool(v[0]),
+    "boolean-from-string": lambda run, v: to_xpath_string(v[0], run.zone).lower() in ("true", "1"),
+    "number": lambda run, v: to_number(v[0], run.zone),
+    "int": lambda run, v: _to_int(to_number(v[0], run.zone)),
+    "round": _round_call,
+    "string": lambda run, v: to_xpath_string(v[0], run.zone),
+    "date": lambda run, v: _to_date(v[0], run.zone, keep_time=False),
+    "date-time": lambda run, v: _to_date(v[0], run.zone, keep_time=True),
+    "decimal-date-time": lambda run, v: _decimal_date_time(run, v[0], keep_date=True),
+    "decimal-time": lambda run, v: _decimal_date_time(run, v[0], keep_date=False),
+    "format-date": _format_date,
+    "format-date-time": _format_date,
+    "today": lambda run, v: _today(run),
+    "now": lambda run, v: run.ctx.now,
+    "selected": lambda run, v: _selected(v),
+    "is-selected": lambda run, v: _selected(v),
+    "count-selected": lambda run, v: float(len(_java_split(_string_arg(v[0], "count-selected")))),
+    "selected-at": lambda run, v: _selected_at(v),
+    "string-length": lambda run, v: float(len(_units(to_xpath_string(v[0], run.zone)))),
+    "normalize-space": lambda run, v: _normalize_space(to_xpath_string(v[0], run.zone)),
+    "contains": lambda run, v: to_xpath_string(v[1], run.zone) in to_xpath_string(v[0], run.zone),
+    "starts-with": lambda run, v: to_xpath_string(v[0], run.zone).startswith(
+        to_xpath_string(v[1], run.zone)
     ),
+    "ends-with": lambda run, v: to_xpath_string(v[0], run.zone).endswith(
+        to_xpath_string(v[1], run.zone)
+    ),
+    "substr": lambda run, v: _substr(v, run.zone),
+    "substring-before": lambda run, v: (
+        to_xpath_string(v[0], run.zone).partition(to_xpath_string(v[1], run.zone))[0]
+        if to_xpath_string(v[1], run.zone) in to_xpath_string(v[0], run.zone)
+        else ""
+    ),
+    "substring-after": lambda run, v: to_xpath_string(v[0], run.zone).partition(
+        to_xpath_string(v[1], run.zone)
+    )[2],
+    "translate": lambda run, v: _translate(v, run.zone),
+    "regex": _regex,
+    "depend": lambda run, v: v[0] if v else "",
+    "version": lambda run, v: run.ctx.version,
+    "base64-decode": lambda run, v: _base64_decode(to_xpath_string(v[0], run.zone)),
+    "pi": lambda run, v: math.pi,
+    **{name: _math(name) for name in _MATH},
 }
 
 
 def evaluate(expr: Expression, ctx: EvalContext) -> Value:
-    """Evaluate; raises `NotEvaluable` for anything unsupported or over limits, nothing else."""
+    """Evaluate as JavaRosa (or `ctx.dialect`) would; raises `NotEvaluable`, nothing else."""
+    return _run(expr, ctx).result
+
+
+@dataclass(slots=True)
+class _Outcome:
+    result: Value
+    divergent: bool
+
+
+def _run(expr: Expression, ctx: EvalContext) -> _Outcome:
+    evaluation = _Evaluation(ctx)
     try:
-        return _Evaluation(ctx).eval(expr.root)
+        return _Outcome(evaluation.value(expr.root), evaluation.divergent)
     except NotEvaluable:
         raise
-    except Exception as exc:  # a failing resolve(), a RecursionError: never crash the validator
+    except Exception as exc:  # a RecursionError, a date out of range: never crash the validator
         raise NotEvaluable(f"evaluation failed: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A rule's outcome; `outcome` None means not decided, and `reason` says why."""
+
+    outcome: bool | None
+    reason: str = ""
+
+
+def judge(expr: Expression, ctx: EvalContext) -> Verdict:
+    """A rule's verdict: false only where JavaRosa and (where they differ) Enketo agree it is."""
+    try:
+        javarosa = _run(expr, ctx)
+    except NotEvaluable as exc:
+        return Verdict(None, str(exc))
+    outcome = to_bool(javarosa.result)
+    if outcome or not javarosa.divergent:
+        return Verdict(outcome)
+    try:
+        enketo = _run(expr, EvalContext(ctx.now, ctx.node, ctx.references, ctx.version, "enketo"))
+    except NotEvaluable as exc:
+        return Verdict(None, f"Enketo's reading cannot be evaluated: {exc}")
+    if to_bool(enketo.result):
+        return Verdict(None, "JavaRosa reads this rule as false, Enketo as true")
+    return Verdict(False)
 
 
 def evaluate_bool(expr: Expression, ctx: EvalContext) -> bool | None:

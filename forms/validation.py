@@ -23,7 +23,7 @@ from schemas.errors import ErrorCode
 from schemas.forms import Field, FormSpec, NotChecked, ValidationResult
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
-_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_DECIMAL = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")  # "12,5": Vietnamese input
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME = re.compile(r"^\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -121,102 +121,72 @@ def _geopoint_ok(value: str) -> bool:
     )
 
 
-def _for_expression(kind: str, value: object) -> object:
-    """The value an expression sees: numbers as numbers, choices as a space-separated string."""
-    if _is_empty(value):
-        return None
-    if kind == "integer" and isinstance(value, str) and _INTEGER.match(value):
-        return int(value)
-    if kind == "decimal" and isinstance(value, str) and _DECIMAL.match(value.strip()):
-        return float(value)
-    if kind == "select_multiple":
-        choices = _as_choices(value)
-        return " ".join(choices) if choices is not None else value
-    return value
+def _build(fields: list[Field], values: object, parent: expressions.Element) -> None:
+    """Add an element per field (per repeat instance) under `parent`, with the values given."""
+    container = values if isinstance(values, dict) else {}
+    for f in fields:
+        value = container.get(f.name)
+        if f.type == "repeat":
+            for item in value if isinstance(value, list) else []:
+                instance = parent.add(expressions.Element(f.name, definition=f))
+                _build(f.children, item, instance)
+        elif f.type == "group":
+            _build(f.children, value, parent.add(expressions.Element(f.name, definition=f)))
+        else:
+            parent.add(expressions.Element(f.name, value=value, definition=f))
+
+
+def instance_tree(spec: FormSpec, data: object) -> expressions.Element:
+    """The form's instance as the engines see it: every field, one element per repeat instance."""
+    root = expressions.Element(_root_name(spec))
+    _build(spec.fields, data, root)
+    return root
+
+
+def _root_name(spec: FormSpec) -> str:
+    return spec.fields[0].path.split("/")[1] if spec.fields else "data"
 
 
 @dataclass
 class _Run:
     spec: FormSpec
-    data: dict[str, Any]
     now: datetime
     language: str
-    by_name: dict[str, Field]
-    chains: dict[str, list[Field]]  # field path -> containers from the root down, then the field
+    references: dict[str, str]  # ${name} -> the field's path
     errors: list[ErrorItem] = field(default_factory=list)
     not_checked: list[NotChecked] = field(default_factory=list)
 
     def error(self, path: str, code: str, message: str) -> None:
         self.errors.append(ErrorItem(path=path, code=code, message=message))
 
-    def resolve_in(self, instances: dict[str, dict[str, Any]]) -> Any:
-        def resolve(name: str) -> object:
-            target = self.by_name.get(name)
-            if target is None:
-                return None
-            values: list[Any] = [self.data]
-            many = False
-            for container in self.chains[target.path][:-1]:
-                following: list[Any] = []
-                if container.type == "repeat" and container.path in instances:
-                    following.append(instances[container.path])
-                else:
-                    for value in values:
-                        child = value.get(container.name) if isinstance(value, dict) else None
-                        if container.type == "repeat":
-                            many = True
-                            if isinstance(child, list):
-                                following.extend(c for c in child if isinstance(c, dict))
-                        elif isinstance(child, dict):
-                            following.append(child)
-                values = following
-            leaves = [v.get(target.name) for v in values if isinstance(v, dict)]
-            if target.type == "repeat":
-                return [item for leaf in leaves if isinstance(leaf, list) for item in leaf]
-            converted = [_for_expression(target.type, leaf) for leaf in leaves]
-            if many:
-                return converted
-            return converted[0] if converted else None
-
-        return resolve
-
-    def check(
-        self,
-        rule: str,
-        text: str,
-        path: str,
-        current: object,
-        instances: dict[str, dict[str, Any]],
-        position: int | None,
-    ) -> bool | None:
-        """Evaluate a rule to true/false; None (and a not-checked note) when it cannot be."""
+    def verdict(self, text: str, element: expressions.Element) -> expressions.Verdict:
         parsed = _parsed(text)
-        outcome: bool | None = None
-        reason = "the expression does not parse"
-        if parsed is not None:
-            reason = "the expression uses something the server cannot evaluate"
-            context = expressions.EvalContext(
-                resolve=self.resolve_in(instances), current=current, position=position, now=self.now
+        if parsed is None:
+            return expressions.Verdict(None, "the expression does not parse")
+        context = expressions.EvalContext(
+            now=self.now, node=element, references=self.references, version=self.spec.version
+        )
+        return expressions.judge(parsed, context)
+
+    def check(self, rule: str, text: str, element: expressions.Element) -> bool | None:
+        """A rule's outcome; None (and a not-checked note) when it cannot be decided."""
+        verdict = self.verdict(text, element)
+        if verdict.outcome is None:
+            self.not_checked.append(
+                NotChecked(path=element.path(), rule=rule, reason=verdict.reason)  # type: ignore[arg-type]
             )
-            try:
-                outcome = expressions.evaluate_bool(parsed, context)
-            except Exception:  # never let an evaluator gap reject or crash a submission
-                outcome = None
-        if outcome is None:
-            self.not_checked.append(NotChecked(path=path, rule=rule, reason=reason))  # type: ignore[arg-type]
-        return outcome
+        return verdict.outcome
 
     def walk(
         self,
         fields: list[Field],
         values: object,
-        path: str,
+        parent: expressions.Element,
         relevant: bool | None,
-        instances: dict[str, dict[str, Any]],
-        position: int | None,
     ) -> None:
         container = values if isinstance(values, dict) else {}
         known = {f.name for f in fields}
+        path = parent.path()
         for key in container:
             if key not in known:
                 self.error(
@@ -225,65 +195,55 @@ class _Run:
                     _message("unknown_field", self.language),
                 )
         for f in fields:
-            self.field(f, container.get(f.name), f"{path}/{f.name}", relevant, instances, position)
+            elements = [c for c in parent.children if c.name == f.name]
+            self.field(f, container.get(f.name), elements, f"{path}/{f.name}", relevant)
 
     def field(
         self,
         f: Field,
         value: object,
+        elements: list[expressions.Element],
         path: str,
         parent_relevant: bool | None,
-        instances: dict[str, dict[str, Any]],
-        position: int | None,
     ) -> None:
         relevant = parent_relevant
         if relevant is not False and f.relevant:
-            own = self.check("relevant", f.relevant, path, value, instances, position)
+            # A repeat's relevance is judged at its first instance, as the engines do for a new one.
+            at = elements[0] if elements else None
+            own = self.check("relevant", f.relevant, at) if at is not None else True
             relevant = False if own is False else (None if own is None else relevant)
         if relevant is False:
-            return  # ODK clears non-relevant answers, so nothing about them is checked
+            for element in elements:
+                _clear(element)  # ODK clears non-relevant answers: others see them empty
+            return
+        wrong = f"{_message('wrong_type', self.language)} "
         if f.type == "group":
             if not _is_empty(value) and not isinstance(value, dict):
-                self.error(
-                    path, ErrorCode.WRONG_TYPE, f"{_message('wrong_type', self.language)} group"
-                )
+                self.error(path, ErrorCode.WRONG_TYPE, wrong + "group")
                 return
-            self.walk(f.children, value or {}, path, relevant, instances, position)
+            self.walk(f.children, value or {}, elements[0], relevant)
             return
         if f.type == "repeat":
             if not _is_empty(value) and not isinstance(value, list):
-                self.error(
-                    path, ErrorCode.WRONG_TYPE, f"{_message('wrong_type', self.language)} repeat"
-                )
+                self.error(path, ErrorCode.WRONG_TYPE, wrong + "repeat")
                 return
             items: list[Any] = value if isinstance(value, list) else []
-            for index, item in enumerate(items, start=1):
-                item_path = f"{path}[{index}]"
+            for item, element in zip(items, elements, strict=True):
                 if not isinstance(item, dict):
-                    self.error(
-                        item_path,
-                        ErrorCode.WRONG_TYPE,
-                        f"{_message('wrong_type', self.language)} group",
-                    )
+                    self.error(element.path(), ErrorCode.WRONG_TYPE, wrong + "group")
                     continue
-                inner = {**instances, f.path: item}
-                self.walk(f.children, item, item_path, relevant, inner, index)
+                self.walk(f.children, item, element, relevant)
             return
-        self.leaf(f, value, path, relevant, instances, position)
+        self.leaf(f, value, elements[0], relevant)
 
     def leaf(
-        self,
-        f: Field,
-        value: object,
-        path: str,
-        relevant: bool | None,
-        instances: dict[str, dict[str, Any]],
-        position: int | None,
+        self, f: Field, value: object, element: expressions.Element, relevant: bool | None
     ) -> None:
         if f.type == "note":
             return
+        path = element.path()
         if _is_empty(value):
-            self.required(f, path, relevant, instances, position)
+            self.required(f, element, relevant)
             return
         if not _type_ok(f.type, value):
             self.error(
@@ -306,26 +266,14 @@ class _Run:
                         f"{_message('unknown_choice', self.language)}: {', '.join(unknown)}",
                     )
                     return
-        if f.constraint:
-            current = _for_expression(f.type, value)
-            if self.check("constraint", f.constraint, path, current, instances, position) is False:
-                message = _form_message(
-                    f.constraint_message, self.language, self.spec.default_language
-                )
-                self.error(
-                    path, ErrorCode.CONSTRAINT, message or _message("constraint", self.language)
-                )
+        if f.constraint and self.check("constraint", f.constraint, element) is False:
+            message = _form_message(f.constraint_message, self.language, self.spec.default_language)
+            self.error(path, ErrorCode.CONSTRAINT, message or _message("constraint", self.language))
 
-    def required(
-        self,
-        f: Field,
-        path: str,
-        relevant: bool | None,
-        instances: dict[str, dict[str, Any]],
-        position: int | None,
-    ) -> None:
+    def required(self, f: Field, element: expressions.Element, relevant: bool | None) -> None:
         if f.required is False or f.type == "calculate":
             return
+        path = element.path()
         if relevant is None:
             self.not_checked.append(
                 NotChecked(path=path, rule="required", reason="relevance unknown")
@@ -333,76 +281,58 @@ class _Run:
             return
         needed: bool | None = True
         if isinstance(f.required, str):
-            needed = self.check("required", f.required, path, None, instances, position)
+            needed = self.check("required", f.required, element)
         if needed:
             message = _form_message(f.required_message, self.language, self.spec.default_language)
             self.error(path, ErrorCode.REQUIRED, message or _message("required", self.language))
 
 
-def _chains(fields: list[Field], above: list[Field], into: dict[str, list[Field]]) -> None:
-    for f in fields:
-        chain = [*above, f]
-        into[f.path] = chain
-        _chains(f.children, chain, into)
+def _clear(element: expressions.Element) -> None:
+    element.value = None
+    for child in element.children:
+        _clear(child)
 
 
 def validate_submission(
     spec: FormSpec, data: dict[str, Any], *, now: datetime, language: str = "vi"
 ) -> ValidationResult:
-    """Check a submission's data; messages in `language`, the form's own message first."""
-    by_name, chains = _index(spec)
-    run = _Run(spec=spec, data=data, now=now, language=language, by_name=by_name, chains=chains)
-    root = spec.fields[0].path.rsplit("/", 1)[0] if spec.fields else "/data"
+    """Check a submission's data; messages in `language`, the form's own message first.
+
+    `now` is when the form was completed, aware, in the form's time zone: today() is its date."""
+    run = _Run(spec=spec, now=now, language=language, references=_references(spec))
+    root = instance_tree(spec, data)
     if not isinstance(data, dict):
-        run.error(root, "wrong_type", f"{_message('wrong_type', language)} object")
+        run.error(f"/{root.name}", "wrong_type", f"{_message('wrong_type', language)} object")
     else:
-        run.walk(spec.fields, data, root, True, {}, None)
+        run.walk(spec.fields, data, root, True)
     return ValidationResult(valid=not run.errors, errors=run.errors, not_checked=run.not_checked)
 
 
-_INDEX_CACHE: dict[str, tuple[dict[str, Field], dict[str, list[Field]]]] = {}
+_REFERENCES_CACHE: dict[str, dict[str, str]] = {}
 
 
-def _index(spec: FormSpec) -> tuple[dict[str, Field], dict[str, list[Field]]]:
-    """Name and ancestry lookups, kept per spec hash since published specs never change."""
-    cached = _INDEX_CACHE.get(spec.hash) if spec.hash else None
+def _references(spec: FormSpec) -> dict[str, str]:
+    """${name} -> path, kept per spec hash since published specs never change."""
+    cached = _REFERENCES_CACHE.get(spec.hash) if spec.hash else None
     if cached is not None:
         return cached
-    chains: dict[str, list[Field]] = {}
-    _chains(spec.fields, [], chains)
-    index = ({f.name: f for f in walk_fields(spec.fields)}, chains)
-    if spec.hash and len(_INDEX_CACHE) < 256:
-        _INDEX_CACHE[spec.hash] = index
-    return index
+    references = {f.name: f.path for f in walk_fields(spec.fields)}
+    if spec.hash and len(_REFERENCES_CACHE) < 256:
+        _REFERENCES_CACHE[spec.hash] = references
+    return references
 
 
 # ------------------------------------------------------------------ one expression, in place
 
 
-def _locate(
-    spec: FormSpec, data: dict[str, Any], path: str
-) -> tuple[dict[str, dict[str, Any]], int | None, object, Field | None]:
-    """Repeat instances, innermost position, value and field at `/data/rep[2]/x`."""
-    steps = [step for step in path.split("/") if step][1:]
-    instances: dict[str, dict[str, Any]] = {}
-    position: int | None = None
-    node: object = data
-    fields = spec.fields
-    target: Field | None = None
-    for step in steps:
-        name, _, rest = step.partition("[")
-        target = next((f for f in fields if f.name == name), None)
-        if target is None:
-            raise ValueError(f"{path}: the form has no field {name!r} there")
-        node = node.get(name) if isinstance(node, dict) else None
-        if target.type == "repeat" and rest:
-            position = int(rest.rstrip("]"))
-            items = node if isinstance(node, list) else []
-            node = items[position - 1] if 0 < position <= len(items) else {}
-            instances[target.path] = node if isinstance(node, dict) else {}
-        fields = target.children
-    current = _for_expression(target.type, node) if target is not None else None
-    return instances, position, current, target
+def _element_at(spec: FormSpec, data: dict[str, Any], path: str) -> expressions.Element:
+    pending = [instance_tree(spec, data)]
+    while pending:
+        element = pending.pop()
+        if element.path() == path:
+            return element
+        pending.extend(element.children)
+    raise ValueError(f"{path}: no such element in this instance")
 
 
 def evaluate_at(
@@ -412,11 +342,11 @@ def evaluate_at(
 
     Raises `ExpressionSyntaxError` or `NotEvaluable` where the server cannot evaluate it.
     """
-    by_name, chains = _index(spec)
-    run = _Run(spec=spec, data=data, now=now, language="en", by_name=by_name, chains=chains)
-    instances, position, current, _ = _locate(spec, data, path)
     context = expressions.EvalContext(
-        resolve=run.resolve_in(instances), current=current, position=position, now=now
+        now=now,
+        node=_element_at(spec, data, path),
+        references=_references(spec),
+        version=spec.version,
     )
     return expressions.evaluate(expressions.parse_expression(expression), context)
 
@@ -426,7 +356,5 @@ def judge_at(
 ) -> bool | None:
     """The server's verdict on a rule at `path`: True/False, or None when it is not decided
     (then a constraint never rejects and the submission is flagged)."""
-    by_name, chains = _index(spec)
-    run = _Run(spec=spec, data=data, now=now, language="en", by_name=by_name, chains=chains)
-    instances, position, current, _ = _locate(spec, data, path)
-    return run.check("constraint", expression, path, current, instances, position)
+    run = _Run(spec=spec, now=now, language="en", references=_references(spec))
+    return run.verdict(expression, _element_at(spec, data, path)).outcome

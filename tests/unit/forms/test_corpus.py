@@ -207,10 +207,12 @@ CORPUS: dict[str, Case] = {
             q("decimal", "weight", constraint=". > 0 and . < 500"),
             q("decimal", "height", constraint="coalesce(${weight}, 0) < . * 10"),
         ],
-        [{"weight": 60.5, "height": "170"}],
+        # "60,5" is how a Vietnamese keyboard writes 60.5; JavaRosa reads it so.
+        [{"weight": 60.5, "height": "170"}, {"weight": "60,5", "height": "170,2"}],
         [
             ({"weight": -1}, [("/data/weight", "constraint")]),
-            ({"weight": "1,5"}, [("/data/weight", "wrong_type")]),
+            ({"weight": "-0,5"}, [("/data/weight", "constraint")]),
+            ({"weight": "1,5,2"}, [("/data/weight", "wrong_type")]),
         ],
     ),
     "if_and_arithmetic": Case(
