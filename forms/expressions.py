@@ -39,7 +39,7 @@ import binascii
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import ROUND_HALF_DOWN, ROUND_HALF_UP, Context, Decimal
 from typing import TYPE_CHECKING, Final
@@ -1504,7 +1504,7 @@ def judge(expr: Expression, ctx: EvalContext) -> Verdict:
     if outcome or not javarosa.divergent:
         return Verdict(outcome)
     try:
-        enketo = _run(expr, EvalContext(ctx.now, ctx.node, ctx.references, ctx.version, "enketo"))
+        enketo = _run(expr, replace(ctx, dialect="enketo"))
     except NotEvaluable as exc:
         return Verdict(None, f"Enketo's reading cannot be evaluated: {exc}")
     if to_bool(enketo.result):
