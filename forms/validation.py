@@ -203,7 +203,9 @@ class _Run:
             except Exception:  # never let an evaluator gap reject or crash a submission
                 outcome = None
         if outcome is None:
-            self.not_checked.append(NotChecked(path=path, rule=rule, reason=reason))  # type: ignore[arg-type]
+            self.not_checked.append(
+                NotChecked(path=path, rule=rule, reason=reason, expression=text)  # type: ignore[arg-type]
+            )
         return outcome
 
     def walk(

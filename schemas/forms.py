@@ -141,12 +141,17 @@ class FormDiff(msgspec.Struct, kw_only=True):
     choices_changed: list[ChoicesChange] = msgspec.field(default_factory=list)
 
 
-class NotChecked(msgspec.Struct, frozen=True, kw_only=True):
-    """A rule the server could not evaluate; it never rejects a submission."""
+NotCheckedRule = Literal["constraint", "relevant", "required", "choices", "choice_filter"]
+
+
+class NotChecked(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A rule the server could not decide; it never rejects a submission (push accepts and flags
+    it). `expression` is the rule's XPath as the form wrote it, when the rule has one."""
 
     path: str
-    rule: Literal["constraint", "relevant", "required", "choices", "choice_filter"]
+    rule: NotCheckedRule
     reason: str
+    expression: str | None = None
 
 
 class ValidationResult(msgspec.Struct, kw_only=True):
