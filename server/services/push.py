@@ -28,7 +28,7 @@ from forms.spec import FormSpec
 from forms.validation import validate_submission
 from schemas.common import ErrorItem
 from schemas.errors import ErrorCode
-from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse
+from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse, SubmissionFlag
 from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
 from server.db.bulk import insert_rows, select_in
@@ -74,6 +74,7 @@ SUBMISSION_COLUMNS = (
     "content_hash",
     "data",
     "errors",
+    "flags",
 )
 ATTACHMENT_COLUMNS = ("instance_id", "sha256", "name", "size", "content_type", "ward_code")
 LEDGER_COLUMNS = (
@@ -383,6 +384,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
     principal = ctx.principal
     digest = content_hash(op)
     errors: list[ErrorItem] = []
+    flags: list[SubmissionFlag] = []
     accepted = ctx.accepted.get(sub.instance_id)
     if accepted is not None:
         if accepted == digest:
@@ -428,6 +430,13 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 ErrorItem(path=data_path(e.path), code=e.code, message=e.message)
                 for e in validation.errors
             )
+            # Undecided rules never reject (docs/protocol.md "Validation"): accepted and flagged.
+            flags = [
+                SubmissionFlag(
+                    path=data_path(n.path), rule=n.rule, expression=n.expression, reason=n.reason
+                )
+                for n in validation.not_checked
+            ]
     if not errors:
         writable = await lists_for_role(principal.role)
         for index, change in enumerate(sub.entities):
@@ -439,7 +448,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                         message=f"you may not write the list {change.list!r}",
                     )
                 )
-    _store_submission(ctx, op, digest, "rejected" if errors else "accepted", errors)
+    _store_submission(ctx, op, digest, "rejected" if errors else "accepted", errors, flags)
     if errors:
         return OpResult(op_seq=op.op_seq, status="rejected", errors=errors)
 
@@ -474,6 +483,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         errors=errors,
         entities=entity_results,
         missing_blobs=ctx.missing_of(sub),
+        flags=len(flags),
     )
 
 
@@ -500,9 +510,15 @@ def submission_id(principal: Principal, op_seq: int) -> str:
 
 
 def _store_submission(
-    ctx: PushContext, op: Op, digest: str, status: str, errors: list[ErrorItem]
+    ctx: PushContext,
+    op: Op,
+    digest: str,
+    status: str,
+    errors: list[ErrorItem],
+    flags: list[SubmissionFlag] | None = None,
 ) -> None:
-    """Every submission is kept, accepted or not: rejected data is never dropped."""
+    """Every submission is kept, accepted or not: rejected data is never dropped. `flags` are the
+    rules validation did not decide (a rejected submission keeps them too, for the record)."""
     sub = op.submission
     assert sub is not None
     principal = ctx.principal
@@ -526,5 +542,6 @@ def _store_submission(
             digest,
             to_json(sub.data),
             to_json(errors),
+            to_json(flags or []),
         )
     )
