@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from schemas.common import ErrorItem
 
@@ -88,6 +89,10 @@ class FormSpec(msgspec.Struct, kw_only=True):
     languages: list[str]
     fields: list[Field]
     entities: list[EntityBinding] = msgspec.field(default_factory=list)
+    # The settings sheet's `time_zone` (an IANA name): today() and now() are judged in it instead
+    # of the programme's zone. Absent, not null, when the form names none: a spec without it
+    # encodes, and so hashes, as before the field existed.
+    time_zone: str | UnsetType = UNSET
     # sha256 of the canonical spec JSON with `hash` empty; equal content gives an equal hash.
     hash: str = ""
 
