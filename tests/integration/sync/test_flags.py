@@ -4,7 +4,6 @@ decide is accepted and flagged, and supervisors of the submission's ward see the
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
@@ -12,12 +11,10 @@ import pytest
 
 from tests.helpers import BA_DINH, HOAN_KIEM, Api, assert_problem, unique
 from tests.integration.sync.helpers import Device
-from tests.ops import hlc
 from tests.unit.forms.xlsforms import q, xlsform
 
 pytestmark = pytest.mark.db
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # The value the tablet saved last time is on the tablet only: the server can never decide this.
 UNDECIDABLE = ". >= ${last-saved#visits}"
 
@@ -32,33 +29,12 @@ async def publish_visits_form(api: Api) -> str:
         ],
         form_id=form_id,
     )
-    headers = api.admin.headers
-    upload = await api.http.post(
-        "/api/v1/forms", files={"file": ("f.xlsx", workbook, XLSX)}, headers=headers
-    )
-    assert upload.status_code == 201, upload.text
-    published = await api.http.post(f"/api/v1/forms/{form_id}/publish", json={}, headers=headers)
-    assert published.status_code == 201, published.text
+    await api.publish_xlsform(workbook)
     return form_id
 
 
 def visit_op(tablet: Device, form_id: str, ward: str, **answers: int) -> dict[str, Any]:
-    op = {
-        "op_seq": tablet.next_seq,
-        "op_id": str(uuid.uuid4()),
-        "hlc": hlc(node=tablet.session.device_id[:8]),
-        "kind": "submission",
-        "submission": {
-            "instance_id": str(uuid.uuid4()),
-            "form_id": form_id,
-            "form_version": "1",
-            "captured_at": "2026-02-20T03:00:00Z",
-            "ward_code": ward,
-            "data": answers,
-        },
-    }
-    tablet.next_seq += 1
-    return op
+    return tablet.submission(form_id, ward, answers)
 
 
 async def push_one(tablet: Device, op: dict[str, Any]) -> dict[str, Any]:
