@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from asyncpg.exceptions import UniqueViolationError
 
-from forms.spec import FormSpec
+from forms.spec import FormSpec, zone_of
 from forms.validation import validate_submission
 from schemas.common import ErrorItem
 from schemas.errors import ErrorCode
@@ -97,7 +97,7 @@ class PushContext:
 
     principal: Principal
     now: datetime
-    zone: ZoneInfo  # the programme's time zone: forms' today() and now() are judged in it
+    zone: ZoneInfo  # the programme's time zone: today() and now() are judged in it, or the form's
     refs: list[change_log.ChangeRef] = field(default_factory=list)
     entities: EntityBatch = field(default_factory=EntityBatch)
     accepted: dict[str, str] = field(default_factory=dict)  # instance_id -> content hash
@@ -107,12 +107,13 @@ class PushContext:
     attachments: list[tuple] = field(default_factory=list)
     bad_text: dict[int, list[ErrorItem]] = field(default_factory=dict)  # op_seq -> errors
 
-    def fill_time(self, sub: SubmissionIn) -> datetime:
-        """When the device says the form was completed, in the programme's zone: today() and
-        now() are judged then, as on the tablet (a form filled on Monday and synced on Friday is
-        Monday's), never later than the clock skew the push already allows."""
+    def fill_time(self, sub: SubmissionIn, spec: FormSpec) -> datetime:
+        """When the device says the form was completed, in the form's time zone (else the
+        programme's): today() and now() are judged then, as on the tablet (a form filled on
+        Monday and synced on Friday is Monday's), never later than the clock skew the push
+        already allows."""
         latest = self.now + timedelta(milliseconds=DEFAULT_MAX_SKEW_MS)
-        return min(sub.captured_at, latest).astimezone(self.zone)
+        return min(sub.captured_at, latest).astimezone(zone_of(spec, self.zone))
 
     async def prefetch(self, ops: list[Op]) -> None:
         subs = [op.submission for op in ops if op.submission is not None]
@@ -425,7 +426,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 )
             )
         else:
-            validation = validate_submission(spec, sub.data, now=ctx.fill_time(sub))
+            validation = validate_submission(spec, sub.data, now=ctx.fill_time(sub, spec))
             errors.extend(
                 ErrorItem(path=data_path(e.path), code=e.code, message=e.message)
                 for e in validation.errors
