@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -48,6 +49,12 @@ def fields_by_path(spec: FormSpec) -> dict[str, Field]:
 def sensitive_paths(spec: FormSpec) -> list[str]:
     """Paths of fields holding personal data (the `sensitive` column)."""
     return [field.path for field in walk_fields(spec.fields) if field.sensitive]
+
+
+def zone_of(spec: FormSpec, default: ZoneInfo) -> ZoneInfo:
+    """Where the form's today() and now() are judged: its own time zone, else `default` (the
+    programme's). The name was checked when the form was imported."""
+    return ZoneInfo(spec.time_zone) if spec.time_zone else default
 
 
 def entity_lists(spec: FormSpec) -> list[str]:

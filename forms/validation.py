@@ -173,7 +173,7 @@ class _Run:
         verdict = self.verdict(text, element)
         if verdict.outcome is None:
             self.not_checked.append(
-                NotChecked(path=element.path(), rule=rule, reason=verdict.reason)  # type: ignore[arg-type]
+                NotChecked(path=element.path(), rule=rule, reason=verdict.reason, expression=text)  # type: ignore[arg-type]
             )
         return verdict.outcome
 

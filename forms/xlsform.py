@@ -14,10 +14,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import openpyxl
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
+from msgspec import UNSET
 from openpyxl.utils import get_column_letter
 from pyxform.errors import PyXFormError
 from pyxform.xls2xform import convert
@@ -416,7 +418,30 @@ def _check_workbook(sheets: dict[str, _Sheet]) -> list[ImportIssue]:
             for column in _ENTITY_EXPRESSION_COLUMNS:
                 if row.get(column):
                     issues.extend(_check_expression(row.get(column), entities, row, column, names))
+    if "settings" in sheets:
+        issues.extend(_check_time_zone(sheets["settings"]))
     return issues
+
+
+def _check_time_zone(settings: _Sheet) -> list[ImportIssue]:
+    """The settings sheet's `time_zone`, if given, must name an IANA zone (pyxform ignores it)."""
+    row = settings.rows[0] if settings.rows else None
+    name = row.get("time_zone") if row else ""
+    if not row or not name:
+        return []
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [
+            ImportIssue(
+                sheet=settings.title,
+                row=row.number,
+                column=_letter(settings, "time_zone"),
+                message=f"The time_zone '{name}' is not a time zone name; write an IANA name "
+                "such as Asia/Ho_Chi_Minh or Asia/Tokyo, or leave it empty for the programme's.",
+            )
+        ]
+    return []
 
 
 def _check_expression(
@@ -623,6 +648,7 @@ def _spec_from_pyxform(
         languages=languages,
         fields=fields,
         entities=entities,
+        time_zone=settings.get("time_zone") or UNSET,
     )
     return with_hash(spec)
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from schemas.common import ErrorItem
 
@@ -88,6 +89,10 @@ class FormSpec(msgspec.Struct, kw_only=True):
     languages: list[str]
     fields: list[Field]
     entities: list[EntityBinding] = msgspec.field(default_factory=list)
+    # The settings sheet's `time_zone` (an IANA name): today() and now() are judged in it instead
+    # of the programme's zone. Absent, not null, when the form names none: a spec without it
+    # encodes, and so hashes, as before the field existed.
+    time_zone: str | UnsetType = UNSET
     # sha256 of the canonical spec JSON with `hash` empty; equal content gives an equal hash.
     hash: str = ""
 
@@ -141,12 +146,17 @@ class FormDiff(msgspec.Struct, kw_only=True):
     choices_changed: list[ChoicesChange] = msgspec.field(default_factory=list)
 
 
-class NotChecked(msgspec.Struct, frozen=True, kw_only=True):
-    """A rule the server could not evaluate; it never rejects a submission."""
+NotCheckedRule = Literal["constraint", "relevant", "required", "choices", "choice_filter"]
+
+
+class NotChecked(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A rule the server could not decide; it never rejects a submission (push accepts and flags
+    it). `expression` is the rule's XPath as the form wrote it, when the rule has one."""
 
     path: str
-    rule: Literal["constraint", "relevant", "required", "choices", "choice_filter"]
+    rule: NotCheckedRule
     reason: str
+    expression: str | None = None
 
 
 class ValidationResult(msgspec.Struct, kw_only=True):

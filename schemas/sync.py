@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from schemas.common import ErrorItem, UUIDStr, WardCode
+from schemas.forms import NotCheckedRule
 
 __all__ = [
     "HLC_PATTERN",
@@ -26,6 +27,7 @@ __all__ = [
     "EntityChangeOut",
     "EntityResult",
     "ErrorItem",
+    "FlaggedSubmission",
     "FormChangeOut",
     "Op",
     "OpResult",
@@ -35,6 +37,7 @@ __all__ = [
     "PushResponse",
     "Resolve",
     "Submission",
+    "SubmissionFlag",
     "decode",
     "encode",
 ]
@@ -178,12 +181,39 @@ class OpResult(msgspec.Struct, kw_only=True, frozen=True):
     missing_blobs: list[str] = msgspec.field(default_factory=list)
     # On a `duplicate`: what the op's first application answered (`applied` or `rejected`).
     original_status: OpStatus | None = None
+    # How many of the submission's rules the server accepted without deciding (flagged for
+    # supervisors; docs/protocol.md "Validation"). Never a reason to resend or change anything.
+    flags: int = 0
 
 
 class PushResponse(msgspec.Struct, kw_only=True, frozen=True):
     last_op_seq: int
     server_hlc: str
     results: list[OpResult] = msgspec.field(default_factory=list)
+
+
+class SubmissionFlag(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A rule the server accepted without deciding: it could not evaluate `expression` exactly,
+    or the reference engines disagree on it (`reason` says which, in words). `path` is the JSON
+    path of the answer in the push body, as in an op's errors."""
+
+    path: str
+    rule: NotCheckedRule
+    expression: str | None = None
+    reason: str
+
+
+class FlaggedSubmission(msgspec.Struct, kw_only=True, frozen=True):
+    """An accepted submission with rules the server did not decide, as supervisors review it
+    (`GET /api/v1/submissions/flagged`)."""
+
+    instance_id: str
+    form_id: str
+    form_version: str
+    ward_code: str
+    captured_at: datetime
+    received_at: datetime
+    flags: list[SubmissionFlag]
 
 
 # Classes with a field named `list` cannot say `list[...]` in their own annotations.

@@ -84,6 +84,13 @@ class Principal:
     def may_see_ward(self, ward_code: str) -> bool:
         return self.city_wide or ward_code in self.wards
 
+    def listed_wards(self, ward: str | None = None) -> list[str] | None:
+        """The wards a listing of ward-held records may show: `ward` alone when asked for, else
+        all of the caller's; None means every ward (city-wide), [] means none at all."""
+        if ward:
+            return [ward] if self.may_see_ward(ward) else []
+        return None if self.city_wide else sorted(self.wards)
+
     @property
     def op_stream(self) -> str:
         """op_seq counts per (device, user): a tablet that changes hands starts a new stream for

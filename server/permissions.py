@@ -15,7 +15,8 @@ Verbs:
 - `form.read`: read a form's spec: `form.read_all`, or `form.fill` on that form.
 - `data.submit`: push submissions and entity changes (the lists follow from `form.fill`).
 - `conflict.resolve`: see and resolve conflicts in the caller's wards, and be told of lost wards.
-- `submission.supervise`: see how many of a submission's attachments arrived.
+- `submission.supervise`: see how many of a submission's attachments arrived, and the accepted
+  submissions flagged with rules the server did not decide (in the caller's wards).
 - `sensitive.read`: for the coming privacy issue, declared but checked nowhere yet: supervisors
   of the record's ward (pass `WardScope`) and admins; the owning outreach worker is a later rule.
 """

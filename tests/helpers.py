@@ -16,6 +16,7 @@ PASSWORD = "correct horse battery"
 
 HOAN_KIEM = "00070"
 BA_DINH = "00004"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def new_device_id() -> str:
@@ -78,6 +79,20 @@ class Api:
     async def user_session(self, role: str = "outreach", wards: list[str] | None = None) -> Session:
         user = await self.create_user(role, wards)
         return await login(self.http, user["username"], PASSWORD)
+
+    async def publish_xlsform(self, workbook: bytes) -> dict[str, Any]:
+        """Upload a workbook and publish it as its settings sheet says; the published spec."""
+        headers = self.admin.headers
+        files = {"file": ("form.xlsx", workbook, XLSX)}
+        upload = await self.http.post("/api/v1/forms", files=files, headers=headers)
+        assert upload.status_code == 201, upload.text
+        form_id = upload.json()["form_id"]
+        published = await self.http.post(
+            f"/api/v1/forms/{form_id}/publish", json={}, headers=headers
+        )
+        assert published.status_code == 201, published.text
+        spec: dict[str, Any] = published.json()
+        return spec
 
 
 async def login(

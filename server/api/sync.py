@@ -13,6 +13,7 @@ from schemas.common import ErrorItem
 from schemas.errors import ErrorCode
 from schemas.sync import (
     ConflictRecord,
+    FlaggedSubmission,
     PullRequest,
     PullResponse,
     PushRequest,
@@ -28,7 +29,7 @@ from server.services import conflicts
 from server.services.blobs import AttachmentStatus
 from server.services.pull import pull
 from server.services.push import apply_push, server_hlc
-from server.services.submissions import attachments_of
+from server.services.submissions import attachments_of, flagged_submissions
 from server.text_rules import TEXT_JUDGED_PER_OP
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
@@ -149,6 +150,25 @@ class SubmissionController(Controller):
     tags = ["sync"]
     guards = [allow("submission.supervise")]
     security = BEARER
+
+    @get(
+        "/flagged",
+        summary="Accepted submissions with rules the server did not decide (supervisors)",
+        description=(
+            "Newest first, in the caller's wards. Each flag names the answer (its JSON path in "
+            "the push body), the rule, its expression and why the server did not decide it; "
+            'see docs/protocol.md "Validation".'
+        ),
+        responses=problems(*SIGNED_IN, *PARAMS, 403),
+    )
+    async def flagged(
+        self,
+        principal: NamedDependency[Principal],
+        ward: FromQuery[str | None] = None,
+        form_id: FromQuery[str | None] = None,
+        limit: FromQuery[Annotated[int, Parameter(ge=1, le=1000)]] = 200,
+    ) -> list[FlaggedSubmission]:
+        return await flagged_submissions(principal, ward=ward, form_id=form_id, limit=limit)
 
     @get(
         "/{instance_id:str}/attachments",

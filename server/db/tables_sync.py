@@ -27,6 +27,8 @@ class Submission(Table, tablename="submission"):
     content_hash = Varchar(length=64)
     data = JSON()
     errors = JSON(default=[])
+    # Rules push accepted without deciding (schemas.sync.SubmissionFlag); never a reason to reject.
+    flags = JSON(default=[])
 
 
 class SubmissionAttachment(Table, tablename="submission_attachment"):

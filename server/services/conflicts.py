@@ -59,12 +59,11 @@ async def list_conflicts(
         query = query.where(ConflictRow.status == status)
     if list_name:
         query = query.where(ConflictRow.list == list_name)
-    if ward:
-        if not principal.may_see_ward(ward):
+    wards = principal.listed_wards(ward)
+    if wards is not None:
+        if not wards:
             return []
-        query = query.where(ConflictRow.ward_code == ward)
-    elif not principal.city_wide:
-        query = query.where(ConflictRow.ward_code.is_in(list(principal.wards) or ["-"]))
+        query = query.where(ConflictRow.ward_code.is_in(wards))
     rows = await query.order_by(ConflictRow.created_at).limit(limit)
     return [record_of(r) for r in rows]
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from forms.diff import diff_specs, incompatible_type_changes
-from forms.spec import entity_lists, with_hash
+from forms.spec import entity_lists, with_hash, zone_of
 from forms.validation import validate_submission
 from forms.xlsform import FormImportError, FormTooLarge, ImportedForm, import_form
 from schemas.common import ErrorItem
@@ -429,6 +429,8 @@ async def accepting_spec(principal: Principal, form_id: str, version: str) -> Fo
 async def validate(
     form_id: str, version: str, data: dict[str, Any], *, zone: ZoneInfo, language: str = "vi"
 ) -> ValidationResult:
-    """Checks answers as push would for a form completed now, in the programme's zone."""
+    """Checks answers as push would for a form completed now, in the form's time zone (else the
+    programme's, `zone`)."""
     spec = await get_spec(None, form_id, version)
-    return validate_submission(spec, data, now=_now().astimezone(zone), language=language)
+    now = _now().astimezone(zone_of(spec, zone))
+    return validate_submission(spec, data, now=now, language=language)

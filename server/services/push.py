@@ -24,11 +24,11 @@ from zoneinfo import ZoneInfo
 import msgspec
 from asyncpg.exceptions import UniqueViolationError
 
-from forms.spec import FormSpec
+from forms.spec import FormSpec, zone_of
 from forms.validation import validate_submission
 from schemas.common import ErrorItem
 from schemas.errors import ErrorCode
-from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse
+from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse, SubmissionFlag
 from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
 from server.db.bulk import insert_rows, select_in
@@ -74,6 +74,7 @@ SUBMISSION_COLUMNS = (
     "content_hash",
     "data",
     "errors",
+    "flags",
 )
 ATTACHMENT_COLUMNS = ("instance_id", "sha256", "name", "size", "content_type", "ward_code")
 LEDGER_COLUMNS = (
@@ -96,7 +97,7 @@ class PushContext:
 
     principal: Principal
     now: datetime
-    zone: ZoneInfo  # the programme's time zone: forms' today() and now() are judged in it
+    zone: ZoneInfo  # the programme's time zone: today() and now() are judged in it, or the form's
     refs: list[change_log.ChangeRef] = field(default_factory=list)
     entities: EntityBatch = field(default_factory=EntityBatch)
     accepted: dict[str, str] = field(default_factory=dict)  # instance_id -> content hash
@@ -106,12 +107,13 @@ class PushContext:
     attachments: list[tuple] = field(default_factory=list)
     bad_text: dict[int, list[ErrorItem]] = field(default_factory=dict)  # op_seq -> errors
 
-    def fill_time(self, sub: SubmissionIn) -> datetime:
-        """When the device says the form was completed, in the programme's zone: today() and
-        now() are judged then, as on the tablet (a form filled on Monday and synced on Friday is
-        Monday's), never later than the clock skew the push already allows."""
+    def fill_time(self, sub: SubmissionIn, spec: FormSpec) -> datetime:
+        """When the device says the form was completed, in the form's time zone (else the
+        programme's): today() and now() are judged then, as on the tablet (a form filled on
+        Monday and synced on Friday is Monday's), never later than the clock skew the push
+        already allows."""
         latest = self.now + timedelta(milliseconds=DEFAULT_MAX_SKEW_MS)
-        return min(sub.captured_at, latest).astimezone(self.zone)
+        return min(sub.captured_at, latest).astimezone(zone_of(spec, self.zone))
 
     async def prefetch(self, ops: list[Op]) -> None:
         subs = [op.submission for op in ops if op.submission is not None]
@@ -383,6 +385,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
     principal = ctx.principal
     digest = content_hash(op)
     errors: list[ErrorItem] = []
+    flags: list[SubmissionFlag] = []
     accepted = ctx.accepted.get(sub.instance_id)
     if accepted is not None:
         if accepted == digest:
@@ -423,11 +426,18 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 )
             )
         else:
-            validation = validate_submission(spec, sub.data, now=ctx.fill_time(sub))
+            validation = validate_submission(spec, sub.data, now=ctx.fill_time(sub, spec))
             errors.extend(
                 ErrorItem(path=data_path(e.path), code=e.code, message=e.message)
                 for e in validation.errors
             )
+            # Undecided rules never reject (docs/protocol.md "Validation"): accepted and flagged.
+            flags = [
+                SubmissionFlag(
+                    path=data_path(n.path), rule=n.rule, expression=n.expression, reason=n.reason
+                )
+                for n in validation.not_checked
+            ]
     if not errors:
         writable = await lists_for_role(principal.role)
         for index, change in enumerate(sub.entities):
@@ -439,7 +449,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                         message=f"you may not write the list {change.list!r}",
                     )
                 )
-    _store_submission(ctx, op, digest, "rejected" if errors else "accepted", errors)
+    _store_submission(ctx, op, digest, "rejected" if errors else "accepted", errors, flags)
     if errors:
         return OpResult(op_seq=op.op_seq, status="rejected", errors=errors)
 
@@ -474,6 +484,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         errors=errors,
         entities=entity_results,
         missing_blobs=ctx.missing_of(sub),
+        flags=len(flags),
     )
 
 
@@ -500,9 +511,15 @@ def submission_id(principal: Principal, op_seq: int) -> str:
 
 
 def _store_submission(
-    ctx: PushContext, op: Op, digest: str, status: str, errors: list[ErrorItem]
+    ctx: PushContext,
+    op: Op,
+    digest: str,
+    status: str,
+    errors: list[ErrorItem],
+    flags: list[SubmissionFlag] | None = None,
 ) -> None:
-    """Every submission is kept, accepted or not: rejected data is never dropped."""
+    """Every submission is kept, accepted or not: rejected data is never dropped. `flags` are the
+    rules validation did not decide (a rejected submission keeps them too, for the record)."""
     sub = op.submission
     assert sub is not None
     principal = ctx.principal
@@ -526,5 +543,6 @@ def _store_submission(
             digest,
             to_json(sub.data),
             to_json(errors),
+            to_json(flags or []),
         )
     )

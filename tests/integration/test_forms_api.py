@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from forms.xlsform import MAX_XLSX_UNPACKED_BYTES
 from server.db.tables_forms import Form, FormVersion
-from tests.helpers import Api, assert_problem, unique
+from tests.helpers import XLSX, Api, assert_problem, unique
 from tests.unit.forms.xlsforms import q, with_first_sheet_edited, xlsform
 
 INSPECTION = Path(__file__).parents[2] / "forms" / "templates" / "inspection.xlsx"
 
 pytestmark = pytest.mark.db
-
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def visit_form(form_id: str, version: str = "1", *, age_type: str = "integer") -> bytes:
@@ -212,6 +212,37 @@ async def test_validate_endpoint(api: Api) -> None:
         404,
         "form_unknown",
     )
+
+
+async def test_validate_judges_today_in_the_forms_time_zone(api: Api) -> None:
+    """Kiritimati (UTC+14) is always one or two dates ahead of UTC-12: whatever the hour, its
+    today is in the future there, so only the form's own zone can explain both answers."""
+    answer = {"d": datetime.now(ZoneInfo("Pacific/Kiritimati")).date().isoformat()}
+    valid = {}
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        form_id = unique("tz_")
+        survey = [q("date", "d", constraint=". <= today()")]
+        await api.publish_xlsform(xlsform(survey, form_id=form_id, settings={"time_zone": zone}))
+        response = await api.http.post(
+            f"/api/v1/forms/{form_id}/versions/1/validate",
+            json={"data": answer},
+            headers=api.admin.headers,
+        )
+        assert response.status_code == 200, response.text
+        valid[zone] = response.json()["valid"]
+    assert valid == {"Pacific/Kiritimati": True, "Etc/GMT+12": False}
+
+
+async def test_an_unknown_time_zone_is_refused_naming_its_cell(api: Api) -> None:
+    forms_before = await Form.count()
+    workbook = xlsform(
+        [q("date", "d")], form_id=unique("tz_"), settings={"time_zone": "Asia/Hanoi"}
+    )
+    problem = assert_problem(await upload(api, workbook), 400, "xlsform_invalid")
+    [issue] = problem["errors"]
+    assert (issue["path"], issue["code"]) == ("settings/2/E", "xlsform_invalid")
+    assert "The time_zone 'Asia/Hanoi' is not a time zone name" in issue["message"]
+    assert await Form.count() == forms_before
 
 
 @pytest.mark.parametrize(

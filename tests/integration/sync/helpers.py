@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.helpers import Session
-from tests.ops import inspection_op
+from tests.ops import hlc, inspection_op
 
 
 @dataclass
@@ -37,6 +37,33 @@ class Device:
             entity_id=entity_id or str(uuid.uuid4()),
             **change,
         )
+        self.next_seq += 1
+        return op
+
+    def submission(
+        self,
+        form_id: str,
+        ward: str,
+        data: dict[str, Any],
+        *,
+        version: str = "1",
+        captured_at: str = "2026-02-20T03:00:00Z",
+    ) -> dict[str, Any]:
+        """The next op: a submission of any form, without entity changes."""
+        op = {
+            "op_seq": self.next_seq,
+            "op_id": str(uuid.uuid4()),
+            "hlc": hlc(node=self.session.device_id[:8]),
+            "kind": "submission",
+            "submission": {
+                "instance_id": str(uuid.uuid4()),
+                "form_id": form_id,
+                "form_version": version,
+                "captured_at": captured_at,
+                "ward_code": ward,
+                "data": data,
+            },
+        }
         self.next_seq += 1
         return op
 

@@ -1,5 +1,6 @@
-"""today() and now() are judged when the device says the form was completed, in the programme's
-time zone (FIELDSYNC_TIMEZONE, Asia/Ho_Chi_Minh by default), as ODK Collect judged them."""
+"""today() and now() are judged when the device says the form was completed, in the form's time
+zone or else the programme's (FIELDSYNC_TIMEZONE, Asia/Ho_Chi_Minh by default), as ODK Collect
+judged them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from forms.validation import validate_submission
 from server.auth import Principal
 from server.services.forms import accepting_spec
-from tests.helpers import HOAN_KIEM, Api
+from tests.helpers import HOAN_KIEM, Api, unique
 from tests.integration.sync.helpers import Device
 from tests.ops import FORM_VERSION, INSPECTION_DATA
+from tests.unit.forms.xlsforms import q, xlsform
 
 pytestmark = pytest.mark.db
 
@@ -69,3 +71,32 @@ async def test_today_in_hanoi_differs_from_the_utc_date_before_seven(api: Api) -
     assert validate_submission(spec, answers, now=moment).errors == []
     utc_errors = validate_submission(spec, answers, now=moment.astimezone(UTC)).errors
     assert [e.code for e in utc_errors] == ["constraint"]
+
+
+async def test_a_form_with_its_own_time_zone_judges_today_there(api: Api) -> None:
+    """16:00 UTC is 01:00 the next day in Tokyo but 23:00 the same day in Hanoi: a date of the
+    Tokyo day is today for a form set to Asia/Tokyo and the future for one in the programme's."""
+    survey = [q("date", "visit_date", constraint=". <= today()")]
+    tokyo, programme = unique("tokyo_"), unique("hanoi_")
+    await api.publish_xlsform(xlsform(survey, form_id=tokyo, settings={"time_zone": "Asia/Tokyo"}))
+    await api.publish_xlsform(xlsform(survey, form_id=programme))
+    filled = datetime.combine(datetime.now(UTC).date() - timedelta(days=3), time(16, 0), UTC)
+    tokyo_day = filled.astimezone(ZoneInfo("Asia/Tokyo")).date()
+    assert tokyo_day == filled.astimezone(HANOI).date() + timedelta(days=1)
+    tablet = Device(api.http, await api.user_session("inspector"))
+    results = {}
+    for form_id in (tokyo, programme):
+        op = tablet.submission(
+            form_id,
+            HOAN_KIEM,
+            {"visit_date": tokyo_day.isoformat()},
+            captured_at=filled.isoformat(),
+        )
+        response = await tablet.push(op)
+        assert response.status_code == 200, response.text
+        results[form_id] = response.json()["results"][0]
+    assert results[tokyo]["status"] == "applied", results[tokyo]
+    assert results[programme]["status"] == "rejected"
+    assert [(e["path"], e["code"]) for e in results[programme]["errors"]] == [
+        ("$.submission.data.visit_date", "constraint")
+    ]

@@ -217,3 +217,25 @@ def test_languages_from_label_columns() -> None:
     field = fields_by_name(import_xlsform(data, "l.xlsx").spec)["a"]
     assert field.labels == {"vi": "Tên", "en": "Name"}
     assert VI.endswith("(vi)") and EN.endswith("(en)")
+
+
+def test_a_form_time_zone_is_read_from_the_settings_sheet() -> None:
+    tokyo = import_xlsform(
+        xlsform([q("date", "d")], settings={"time_zone": "Asia/Tokyo"}), "t.xlsx"
+    )
+    assert tokyo.spec.time_zone == "Asia/Tokyo"
+    assert msgspec.json.decode(msgspec.json.encode(tokyo.spec), type=FormSpec) == tokyo.spec
+    plain = import_xlsform(xlsform([q("date", "d")]), "p.xlsx").spec
+    # Absent rather than null, so the specs published before the column existed keep their hash.
+    assert plain.time_zone is msgspec.UNSET
+    assert b"time_zone" not in msgspec.json.encode(plain)
+    assert plain.hash != tokyo.spec.hash
+
+
+@pytest.mark.parametrize("zone", ["Asia/Hanoi", "GMT+7", "../../etc/passwd"])
+def test_an_unknown_time_zone_is_an_issue_on_the_settings_sheet(zone: str) -> None:
+    [(sheet, row, column, message)] = issues_of(
+        xlsform([q("date", "d")], settings={"time_zone": zone})
+    )
+    assert (sheet, row, column) == ("settings", 2, "E")
+    assert f"'{zone}'" in message and "Asia/Ho_Chi_Minh" in message

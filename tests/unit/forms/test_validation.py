@@ -155,7 +155,9 @@ def test_an_expression_the_evaluator_cannot_handle_is_not_checked() -> None:
     spec = spec_of([q("text", "a", constraint="pulldata('x', 'y', 'z', .) = 'ok'")])
     result = validate_submission(spec, {"a": "anything"}, now=NOW)
     assert result.valid
-    assert [(n.path, n.rule) for n in result.not_checked] == [("/data/a", "constraint")]
+    assert [(n.path, n.rule, n.expression) for n in result.not_checked] == [
+        ("/data/a", "constraint", "pulldata('x', 'y', 'z', .) = 'ok'")
+    ]
 
 
 def test_non_object_submission_is_rejected_not_crashed() -> None:

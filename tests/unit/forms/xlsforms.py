@@ -22,8 +22,10 @@ def xlsform(
     plain_labels: bool = False,
     extra_sheets: dict[str, list[list[Any]]] | None = None,
     sheet_name: str = "survey",
+    settings: dict[str, str] | None = None,
 ) -> bytes:
-    """A workbook from survey rows; `label`, `hint` and `*_message` get vi and en columns."""
+    """A workbook from survey rows; `label`, `hint` and `*_message` get vi and en columns;
+    `settings` adds columns to the settings sheet (e.g. `time_zone`)."""
     localized = ("label", "hint", "constraint_message", "required_message")
     headers: list[str] = ["type", "name"]
     for row in survey:
@@ -59,9 +61,12 @@ def xlsform(
             filters = [choice[3].get(k) for k in extra] if len(choice) > 3 else []  # type: ignore[misc]
             labels = [choice[2]] if plain_labels else [choice[2], f"{choice[2]} (en)"]
             sheet.append([choice[0], choice[1], *labels, *filters])
-    settings = book.create_sheet("settings")
-    settings.append(["form_id", "version", "form_title", "default_language"])
-    settings.append([form_id, version, f"Form {form_id}", None if plain_labels else VI])
+    more = settings or {}
+    sheet = book.create_sheet("settings")
+    sheet.append(["form_id", "version", "form_title", "default_language", *more])
+    sheet.append(
+        [form_id, version, f"Form {form_id}", None if plain_labels else VI, *more.values()]
+    )
     if entities:
         sheet = book.create_sheet("entities")
         columns = ["list_name", "label", "create_if", "update_if", "entity_id"]
