@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -605,6 +606,9 @@ class EvalContext:
     references: Mapping[str, str] = field(default_factory=dict)  # ${name} -> '/data/grp/name'
     version: str = ""  # the form version, for version()
     dialect: TypingLiteral["javarosa", "enketo"] = "javarosa"
+    # Judging a constraint: JavaRosa then reads the context node's value as the answer being
+    # checked wherever a path lands on the node it is evaluating at (see `indexed_repeat`).
+    constraint: bool = False
 
     @property
     def zone(self) -> tzinfo:
@@ -682,8 +686,11 @@ def _text_number(text: str) -> float:
         return math.nan
 
 
-def _element_value(element: Element, zone: tzinfo) -> Value:
-    """JavaRosa's `unpackValue` of a node's answer, by the field's type."""
+def _element_value(element: Element, now: datetime) -> Value:
+    """JavaRosa's `unpackValue` of a node's answer, by the field's type; `now` (aware) gives the
+    zone, and the day a time alone is read on."""
+    zone = now.tzinfo
+    assert zone is not None
     raw = element.value
     kind = element.kind
     if raw is None or raw == "" or raw == [] or kind in ("group", "repeat", "note"):
@@ -696,11 +703,13 @@ def _element_value(element: Element, zone: tzinfo) -> Value:
         number = _text_number(str(raw))
         return number if kind == "decimal" or math.isnan(number) else float(math.trunc(number))
     if isinstance(raw, datetime):
-        return raw.replace(tzinfo=zone) if raw.tzinfo is None else raw
+        return raw.replace(tzinfo=zone) if raw.tzinfo is None else raw.astimezone(zone)
     if isinstance(raw, date):
         return dates.local(raw.year, raw.month, raw.day, zone)
     if isinstance(raw, time):
-        return dates.local(1970, 1, 1, zone, raw.hour, raw.minute, raw.second, raw.microsecond)
+        today = now.astimezone(zone)
+        clock = (raw.hour, raw.minute, raw.second, raw.microsecond)
+        return dates.local(today.year, today.month, today.day, zone, *clock)
     if isinstance(raw, list | tuple):
         return _check_length(" ".join(to_xpath_string(_plain(item)) for item in raw))
     if isinstance(raw, int | float | Decimal):
@@ -710,7 +719,7 @@ def _element_value(element: Element, zone: tzinfo) -> Value:
         if kind in ("date", "datetime"):
             return dates.parse_date_time(text.strip(), zone)
         if kind == "time":
-            return dates.parse_time(text.strip(), zone)
+            return dates.parse_time(text.strip(), zone, now.astimezone(zone).date())
     except dates.DateError:
         return text
     return text
@@ -724,25 +733,26 @@ def _plain(raw: object) -> Value:
     return str(raw)
 
 
-def to_xpath_string(value: Value, zone: tzinfo = UTC) -> str:
-    """JavaRosa `toString`: numbers as it prints them, a date as its local 'YYYY-MM-DD'."""
+def to_xpath_string(value: Value, zone: tzinfo | None = None) -> str:
+    """JavaRosa `toString`: numbers as it prints them, a date as its local 'YYYY-MM-DD' (in
+    `zone`, by default the date's own: the evaluator gives dates in the form's zone)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return _number_to_string(value)
     if isinstance(value, datetime):
-        return dates.iso_date(value, zone)
+        return dates.iso_date(value, zone or value.tzinfo or UTC)
     return value
 
 
-def to_number(value: Value, zone: tzinfo = UTC) -> float:
+def to_number(value: Value, zone: tzinfo | None = None) -> float:
     """JavaRosa `toNumeric`; a date is its count of whole local days."""
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, float):
         return value
     if isinstance(value, datetime):
-        return float(dates.local_days(value, zone))
+        return float(dates.local_days(value, zone or value.tzinfo or UTC))
     return _text_number(value)
 
 
@@ -875,7 +885,6 @@ _NOT_EVALUATED: Final[dict[str, str]] = {
     "property": "property() reads the tablet's settings",
     "pulldata": "pulldata() reads a CSV file attached to the form",
     "instance": "secondary instances (choice lists, CSV files) are not evaluated",
-    "digest": "digest() is not evaluated by the server",
     "extract-signed": "extract-signed() is not evaluated by the server",
     "area": "geographic functions are not evaluated by the server",
     "enclosed-area": "geographic functions are not evaluated by the server",
@@ -907,6 +916,7 @@ _JAVAROSA_ARITY: Final[dict[str, tuple[int, ...]]] = {
     "atan2": (2,),
     "version": (0,),
     "base64-decode": (1,),
+    "digest": (2, 3),
     "jr:choice-name": (2,),
     "is-selected": (2,),
     **{name: (1,) for name in ("abs", "acos", "asin", "atan", "cos", "exp", "exp10", "log")},
@@ -973,7 +983,7 @@ class _Evaluation:
                 f"{result.elements[0].name} is repeated: JavaRosa stops here and asks for "
                 "indexed-repeat()"
             )
-        return _element_value(result.elements[0], self.zone)
+        return _element_value(result.elements[0], self.ctx.now)
 
     def text(self, node: Node) -> str:
         return to_xpath_string(self.value(node), self.zone)
@@ -1091,11 +1101,16 @@ class _Evaluation:
             try:
                 for position, element in enumerate(elements, start=1):
                     self.node, self.position = element, position
-                    outcome = self.value(predicate)
-                    if isinstance(outcome, float):
-                        if outcome == position:
+                    outcome = self.eval(predicate)
+                    if self.ctx.dialect == "enketo":  # XPath 1.0: a number is a position
+                        outcome = self.unpack(outcome)
+                        if isinstance(outcome, float):
+                            outcome = outcome == position
+                        if to_bool(outcome):
                             kept.append(element)
-                    elif to_bool(outcome):
+                    elif outcome is True:
+                        # JavaRosa keeps a node only for a boolean true: `rep[2]` selects
+                        # nothing there, `rep[position() = 2]` is the way (RawFilterStrategy).
                         kept.append(element)
             finally:
                 self.node, self.position = saved
@@ -1150,7 +1165,7 @@ class _Evaluation:
         if name == "jr:choice-name":
             return self.choice_name(self.text(args[0]), self.text(args[1]))
         if name == "once":
-            own = _element_value(self.context(), self.zone)
+            own = _element_value(self.context(), self.ctx.now)
             return self.value(args[0]) if to_xpath_string(own, self.zone) == "" else own
         if name in ("count", "count-non-empty", "sum"):
             elements = self.node_set(args[0], name)
@@ -1158,7 +1173,7 @@ class _Evaluation:
                 return float(len(elements))
             if name == "count-non-empty":
                 return float(sum(1 for e in elements if e.children or not _empty(e.value)))
-            numbers = (to_number(_element_value(e, self.zone), self.zone) for e in elements)
+            numbers = (to_number(_element_value(e, self.ctx.now), self.zone) for e in elements)
             return math.fsum(n for n in numbers if not math.isnan(n))
         if name in ("max", "min", "concat", "join", "checklist", "weighted-checklist"):
             return self.aggregate(name, args)
@@ -1167,7 +1182,7 @@ class _Evaluation:
             raise NotEvaluable(f"the function {name}() is not supported")
         values = [self.value(arg) for arg in args]
         if not values and name in ("string-length", "normalize-space", "number", "string"):
-            values = [_element_value(self.context(), self.zone)]  # XPath: the context node
+            values = [_element_value(self.context(), self.ctx.now)]  # XPath: the context node
         if name == "regex":
             self.divergent = True
         return function(self, values)
@@ -1183,7 +1198,7 @@ class _Evaluation:
         if len(args) == 1:
             result = self.eval(args[0])
             if isinstance(result, NodeSet):
-                return [_element_value(e, self.zone) for e in result.elements]
+                return [_element_value(e, self.ctx.now) for e in result.elements]
             return [result]
         return [self.value(arg) for arg in args]
 
@@ -1246,7 +1261,13 @@ class _Evaluation:
                 raise NotEvaluable("indexed-repeat(): a repeat must contain the field")
             index = _java_int(_to_int(self.number(index_arg)))
             pins[len(repeat) - 1] = max(index, 1) - 1
-        return NodeSet(self.absolute(target, pins))
+        found = self.absolute(target, pins)
+        if self.ctx.constraint and len(found) == 1 and self.ctx.node is not None:
+            # JavaRosa evaluates the target with the pinned node as context, and a constraint's
+            # context node reads as the answer being checked: indexed-repeat() inside a
+            # constraint gives that answer (XPathPathExpr.getRefValue). Collect does this.
+            return NodeSet([self.ctx.node])
+        return NodeSet(found)
 
     def choice_name(self, value: str, where: str) -> str:
         text = where.strip()
@@ -1393,6 +1414,29 @@ def _format_date(run: _Evaluation, values: list[Value]) -> str:
         raise NotEvaluable(f"format-date(): {exc}") from exc
 
 
+def _around(values: list[Value], *, before: bool) -> str:
+    """substring-before/after: '' where the needle is absent; an empty needle is found at 0."""
+    text, needle = to_xpath_string(values[0]), to_xpath_string(values[1])
+    at = text.find(needle)
+    if at < 0:
+        return ""
+    return text[:at] if before else text[at + len(needle) :]
+
+
+_DIGESTS: Final = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384"}
+
+
+def _digest(values: list[Value]) -> str:
+    """`digest(text, 'SHA-256'[, 'hex'|'base64'])` of the UTF-8 text (DigestAlgorithm)."""
+    text, algorithm = to_xpath_string(values[0]), to_xpath_string(values[1])
+    encoding = to_xpath_string(values[2]).upper() if len(values) == 3 else "BASE64"
+    name = {**_DIGESTS, "SHA512": "sha512"}.get(algorithm.upper().replace("-", ""))
+    if name is None or encoding not in ("HEX", "BASE64"):
+        raise NotEvaluable(f"JavaRosa does not support digest(..., {algorithm!r}, {encoding!r})")
+    raw = hashlib.new(name, text.encode("utf-8")).digest()
+    return raw.hex() if encoding == "HEX" else base64.b64encode(raw).decode("ascii")
+
+
 def _base64_decode(text: str) -> str:
     try:
         return base64.b64decode(text.encode("utf-8")).decode("utf-8", "replace")
@@ -1447,14 +1491,9 @@ _FUNCTIONS: Final[dict[str, _Function]] = {
         to_xpath_string(v[1], run.zone)
     ),
     "substr": lambda run, v: _substr(v, run.zone),
-    "substring-before": lambda run, v: (
-        to_xpath_string(v[0], run.zone).partition(to_xpath_string(v[1], run.zone))[0]
-        if to_xpath_string(v[1], run.zone) in to_xpath_string(v[0], run.zone)
-        else ""
-    ),
-    "substring-after": lambda run, v: to_xpath_string(v[0], run.zone).partition(
-        to_xpath_string(v[1], run.zone)
-    )[2],
+    "substring-before": lambda run, v: _around(v, before=True),
+    "substring-after": lambda run, v: _around(v, before=False),
+    "digest": lambda run, v: _digest(v),
     "translate": lambda run, v: _translate(v, run.zone),
     "regex": _regex,
     "depend": lambda run, v: v[0] if v else "",

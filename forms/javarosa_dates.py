@@ -201,9 +201,10 @@ def parse_date_time(text: str, zone: tzinfo) -> datetime:
     return _parse_time(clock, day, zone)
 
 
-def parse_time(text: str, zone: tzinfo) -> datetime:
-    """A `time` field's value: that clock time on local 1970-01-01 (`DateUtils.parseTime`)."""
-    return _parse_time(text, (1970, 1, 1), zone)
+def parse_time(text: str, zone: tzinfo, today: date) -> datetime:
+    """A `time` field's value: that clock time on the day it is read (`DateUtils.parseTime`
+    starts from today's local fields)."""
+    return _parse_time(text, (today.year, today.month, today.day), zone)
 
 
 def iso_date(moment: datetime, zone: tzinfo) -> str:

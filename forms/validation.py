@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from forms import expressions
 from forms.spec import walk_fields
@@ -159,18 +159,22 @@ class _Run:
     def error(self, path: str, code: str, message: str) -> None:
         self.errors.append(ErrorItem(path=path, code=code, message=message))
 
-    def verdict(self, text: str, element: expressions.Element) -> expressions.Verdict:
+    def verdict(self, rule: str, text: str, element: expressions.Element) -> expressions.Verdict:
         parsed = _parsed(text)
         if parsed is None:
             return expressions.Verdict(None, "the expression does not parse")
         context = expressions.EvalContext(
-            now=self.now, node=element, references=self.references, version=self.spec.version
+            now=self.now,
+            node=element,
+            references=self.references,
+            version=self.spec.version,
+            constraint=rule == "constraint",
         )
         return expressions.judge(parsed, context)
 
     def check(self, rule: str, text: str, element: expressions.Element) -> bool | None:
         """A rule's outcome; None (and a not-checked note) when it cannot be decided."""
-        verdict = self.verdict(text, element)
+        verdict = self.verdict(rule, text, element)
         if verdict.outcome is None:
             self.not_checked.append(
                 NotChecked(path=element.path(), rule=rule, reason=verdict.reason, expression=text)  # type: ignore[arg-type]
@@ -352,9 +356,15 @@ def evaluate_at(
 
 
 def judge_at(
-    spec: FormSpec, data: dict[str, Any], expression: str, *, path: str, now: datetime
+    spec: FormSpec,
+    data: dict[str, Any],
+    expression: str,
+    *,
+    path: str,
+    now: datetime,
+    rule: Literal["constraint", "relevant", "required"] = "constraint",
 ) -> bool | None:
     """The server's verdict on a rule at `path`: True/False, or None when it is not decided
     (then a constraint never rejects and the submission is flagged)."""
     run = _Run(spec=spec, now=now, language="en", references=_references(spec))
-    return run.verdict(expression, _element_at(spec, data, path)).outcome
+    return run.verdict(rule, expression, _element_at(spec, data, path)).outcome

@@ -3,6 +3,9 @@
 The outcome of a case, for constraints and relevance (JavaRosa's boolean vs `judge_at`):
 - `agree`: the same verdict;
 - `not checked`: the server cannot evaluate it (`judge_at` is None: accepted and flagged);
+- `agree, flagged: engines differ`: the server's JavaRosa reading (`evaluate_at`) gives
+  JavaRosa's answer, but Enketo reads the rule otherwise, so the verdict is left undecided
+  (accepted and flagged, by the rule of docs/validation.md); it does not count as agreement;
 - `server false, JavaRosa true`: the server rejects (or hides) what Collect accepted — the one
   outcome the differential test fails on;
 - `server true, JavaRosa false`: the server lets through what Collect refused;
@@ -24,13 +27,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pyxform.survey import Survey
 from pyxform.survey_element import SurveyElement
 from pyxform.xls2xform import convert
 
-from forms.expressions import ExpressionSyntaxError, NotEvaluable, to_xpath_string
+from forms.expressions import ExpressionSyntaxError, NotEvaluable, to_bool, to_xpath_string
 from forms.validation import evaluate_at, judge_at
 from forms.xlsform import import_xlsform
 from schemas.forms import FormSpec
@@ -47,6 +50,8 @@ from tests.oracle.javarosa import Harness, instance_xml, text_answers
 
 AGREE = "agree"
 NOT_CHECKED = "not checked"
+# The server's JavaRosa reading agrees, but Enketo's differs: not decided, accepted and flagged.
+FLAGGED = "agree, flagged: engines differ"
 SERVER_FALSE = "server false, JavaRosa true"
 SERVER_TRUE = "server true, JavaRosa false"
 DIFFERENT = "different value"
@@ -165,25 +170,29 @@ def javarosa_request(form: OracleForm, cases: list[Case]) -> dict[str, Any]:
 
 def _server(
     form: OracleForm, case: Case, now: datetime
-) -> tuple[str | None, str | None, bool | None]:
+) -> tuple[str | None, str | None, bool | None, bool | None]:
     data = SCENARIOS[case.scenario]
     text, path = case.expression.text, case.context
     value: str | None = None
     error: str | None = None
+    reading: bool | None = None  # the boolean of the server's JavaRosa reading
     try:
-        value = to_xpath_string(evaluate_at(form.spec, data, text, path=path, now=now))
+        result = evaluate_at(form.spec, data, text, path=path, now=now)
+        value, reading = to_xpath_string(result), to_bool(result)
     except (NotEvaluable, ExpressionSyntaxError) as exc:
         error = f"{type(exc).__name__}: {exc}"
     verdict = None
     if case.expression.kind != "calculation":
-        verdict = judge_at(form.spec, data, text, path=path, now=now)
-    return value, error, verdict
+        constraint = case.expression.kind == "constraint"
+        rule: Literal["constraint", "relevant"] = "constraint" if constraint else "relevant"
+        verdict = judge_at(form.spec, data, text, path=path, now=now, rule=rule)
+    return value, error, verdict, reading
 
 
 def _classify(
-    kind: str, server: tuple[str | None, str | None, bool | None], jr: dict[str, Any]
+    kind: str, server: tuple[str | None, str | None, bool | None, bool | None], jr: dict[str, Any]
 ) -> str:
-    value, error, verdict = server
+    value, error, verdict, reading = server
     if "error" in jr:
         return JAVAROSA_ERROR
     if kind == "calculation":
@@ -191,7 +200,7 @@ def _classify(
             return NOT_CHECKED
         return AGREE if value == jr["value"] else DIFFERENT
     if verdict is None:
-        return NOT_CHECKED
+        return FLAGGED if error is None and reading == jr["boolean"] else NOT_CHECKED
     if verdict == jr["boolean"]:
         return AGREE
     return SERVER_FALSE if jr["boolean"] else SERVER_TRUE
@@ -289,6 +298,7 @@ def summary(outcomes: list[Outcome], *, shown: int = 30) -> list[str]:
         r = rates([o for o in outcomes if o.kind == kind])
         lines.append(
             f"  {kind:<12} agreement {r.agreement:6.1%}  not checked {r.not_checked_rate:6.1%}  "
+            f"flagged {r.counts.get(FLAGGED, 0) / max(r.compared, 1):6.1%}  "
             f"JavaRosa errors {r.javarosa_errors:4d}  of {r.cases} cases  "
             + ", ".join(f"{name}: {n}" for name, n in sorted(r.counts.items()))
         )
