@@ -19,6 +19,7 @@ from forms.expressions import (
     ExpressionSyntaxError,
     NotEvaluable,
     Value,
+    Verdict,
     evaluate,
     evaluate_bool,
     parse_expression,
@@ -813,3 +814,54 @@ def test_xpath_string_of_values() -> None:
     evening = datetime(2026, 1, 1, 20, 0, tzinfo=UTC)
     assert to_xpath_string(evening) == "2026-01-01"
     assert to_xpath_string(evening, HANOI) == "2026-01-02"  # a date's text is its local day
+
+
+# -------------------------------------------------------------------------------- judge
+
+
+def test_judge_leaves_a_regex_the_engines_read_differently_undecided() -> None:
+    form = at_value("text", "Mã HN0042")
+    rule = "regex(., '[A-Z]{2}[0-9]{4}')"
+    assert form.evaluate(rule, "/data/x") is False  # JavaRosa: the whole value must match
+    assert form.evaluate(rule, "/data/x", dialect="enketo") is True  # Enketo: a match anywhere
+    verdict = form.judge(rule, "/data/x")
+    assert verdict.outcome is None
+    assert "Enketo" in verdict.reason
+
+
+def test_judge_decides_a_regex_the_engines_agree_on() -> None:
+    rule = "regex(., '^[A-Z]{2}[0-9]{4}$')"
+    assert at_value("text", "HN-42").judge(rule, "/data/x") == Verdict(False)
+    assert at_value("text", "HN0042").judge(rule, "/data/x") == Verdict(True)
+    # True in JavaRosa is decided: Enketo's search accepts whatever the whole value matches.
+    assert at_value("text", "HN0042").judge("regex(., 'HN[0-9]+')", "/data/x") == Verdict(True)
+
+
+def test_judge_decides_rules_both_engines_read_alike() -> None:
+    form = at_value("integer", 3)
+    assert form.judge(". > 5", "/data/x") == Verdict(False)
+    assert form.judge(". < 5", "/data/x") == Verdict(True)
+    assert form.judge(". < 5 or floor(.) = 2", "/data/x") == Verdict(True)  # never reaches floor
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "pulldata('f', 'c', 'k', .) = 1",  # reads a CSV file the server does not have
+        "floor(.) = 2",  # Enketo has floor(), JavaRosa stops
+        "selected(., '2')",  # JavaRosa stops on selected() of a number
+        "regex(., '(2)\\1')",  # a back-reference RE2 cannot run
+    ],
+)
+def test_judge_leaves_what_it_cannot_evaluate_undecided(rule: str) -> None:
+    verdict = at_value("decimal", 2.5).judge(rule, "/data/x")
+    assert verdict.outcome is None
+    assert verdict.reason
+
+
+def test_floor_and_ceiling_are_enketo_only() -> None:
+    form = at_value("decimal", -2.5)
+    assert form.evaluate("floor(.)", "/data/x", dialect="enketo") == -3.0
+    assert form.evaluate("ceiling(.)", "/data/x", dialect="enketo") == -2.0
+    with pytest.raises(NotEvaluable):
+        form.evaluate("floor(.)", "/data/x")
