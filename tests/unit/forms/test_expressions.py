@@ -865,3 +865,138 @@ def test_floor_and_ceiling_are_enketo_only() -> None:
     assert form.evaluate("ceiling(.)", "/data/x", dialect="enketo") == -2.0
     with pytest.raises(NotEvaluable):
         form.evaluate("floor(.)", "/data/x")
+
+
+# ------------------------------------------------------------------------------------------
+# JavaRosa behaviour the evaluator does not follow yet: strict xfails, they flip when fixed.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: a predicate that is not a boolean keeps nodes; JavaRosa's "
+    "RawFilterStrategy keeps a node only where the predicate is Boolean true",
+)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("count(/data/member[2])", 0.0),
+        ("/data/member[2]/nick", ""),
+        ("count(/data/member[nick])", 0.0),
+    ],
+)
+def test_a_predicate_that_is_not_a_boolean_keeps_no_node(text: str, expected: object) -> None:
+    assert HOUSEHOLD.evaluate(text) == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: steps JavaRosa refuses give values; XPathPathExpr.getReference "
+    "allows only child::name, child::*, '.', '..' and @name (XPathUnsupportedException)",
+)
+@pytest.mark.parametrize(
+    ("text", "at"),
+    [
+        ("//nick", "/data"),
+        ("count(//nick)", "/data"),
+        ("self::ward", "/data/ward"),
+        ("parent::data/ward", "/data/ward"),
+        ("/data/ward/text()", "/data"),
+        ("count(/data/member/node())", "/data"),
+    ],
+)
+def test_steps_javarosa_refuses_are_not_evaluable(text: str, at: str) -> None:
+    with pytest.raises(NotEvaluable):
+        HOUSEHOLD.evaluate(text, at)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: a time field is read on 1970-01-01, when Saigon was UTC+8; "
+    "DateUtils.parseTime puts the time on today's date, so decimal-time() is off by an hour",
+)
+def test_decimal_time_of_a_time_field() -> None:
+    assert at_value("time", "09:30:00").evaluate("decimal-time(.)", "/data/x") == pytest.approx(
+        9.5 / 24
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: a time field is read on 1970-01-01; DateUtils.parseTime takes the "
+    "date fields of new Date(), so string() of a time is today's date",
+)
+def test_a_time_field_is_on_todays_date() -> None:
+    assert at_value("time", "09:30:00").evaluate("string(.)", "/data/x") == "2026-03-10"
+
+
+def test_math_functions_read_a_date_value_in_fractional_days() -> None:
+    # toDouble: days since local midnight of 1970-01-01, which in Saigon was UTC+8.
+    assert run("abs(date('2026-03-01'))") == pytest.approx(20513 + 1 / 24)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: math functions unpack a date field first; JavaRosa's toDouble sees "
+    "the node-set (not a Date) and falls back to toNumeric: whole days",
+)
+def test_math_functions_read_a_date_field_in_whole_days() -> None:
+    assert run("abs(${visit_date})") == 20513.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: str.partition('') raises ValueError (NotEvaluable); in JavaRosa "
+    "indexOf('') is 0",
+)
+def test_substring_with_an_empty_separator() -> None:
+    assert run("substring-after('abc', '')") == "abc"
+    assert run("substring-before('abc', '')") == ""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: java_double prints Double.MIN_VALUE as '5.0E-324'; "
+    "Double.toString gives '4.9E-324'",
+)
+def test_the_smallest_double_prints_as_java_prints_it() -> None:
+    assert run("string(max(-5))") == "4.9E-324"
+
+
+REGEX_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="evaluator bug: RE2 accepts a pattern java.util.regex reads otherwise or refuses",
+)
+
+
+@pytest.mark.parametrize(
+    ("subject", "pattern", "javarosa"),
+    [
+        ("a.b", "a\\.b", True),
+        ("AB", "\\p{Lu}+", True),
+        ("a", "\\Qa\\E", True),
+        ("a-b", "[\\w-]+", True),
+        ("ab", "(?<n>a)b", True),
+        # Java reads these otherwise (None: PatternSyntaxException in Java).
+        pytest.param("ab", "[[:alpha:]]+", False, marks=REGEX_BUG),  # Java: a union of ':alph'
+        pytest.param("a", "[[a]]", True, marks=REGEX_BUG),  # Java: a nested class
+        pytest.param("a", "[[a-c][x]]", True, marks=REGEX_BUG),
+        pytest.param("a", "\\0141", True, marks=REGEX_BUG),  # Java: octal 'a'
+        pytest.param("{", "{", None, marks=REGEX_BUG),  # Java: a brace must be a quantifier
+        pytest.param("aaa", "a{,2}", None, marks=REGEX_BUG),
+        pytest.param("a", "a{1", None, marks=REGEX_BUG),
+        pytest.param("a", "a{ 1}", None, marks=REGEX_BUG),
+        pytest.param("ab", "(?P<n>a)b", None, marks=REGEX_BUG),
+        pytest.param("Ωμέγα", "\\p{Greek}+", None, marks=REGEX_BUG),  # Java: \p{IsGreek}
+        pytest.param("漢字", "\\p{Han}+", None, marks=REGEX_BUG),
+    ],
+)
+def test_regex_reads_as_java_or_is_not_evaluable(
+    subject: str, pattern: str, javarosa: bool | None
+) -> None:
+    form = Form({"s": ("text", subject), "p": ("text", pattern)})
+    try:
+        result = form.evaluate("regex(${s}, ${p})")
+    except NotEvaluable:
+        return
+    assert javarosa is not None
+    assert result is javarosa
