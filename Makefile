@@ -20,6 +20,18 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Enketo's XPath evaluator for tests/oracle, from the npm registry; without npm (or when the
+# install fails) the Enketo oracle test is skipped and says why.
+ENKETO := tests/oracle/enketo
+$(ENKETO)/node_modules/.installed: $(ENKETO)/package.json $(ENKETO)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: the Enketo oracle will be skipped"; \
+	elif npm ci --prefix $(ENKETO); then \
+		touch $@; \
+	else \
+		echo "npm ci failed: the Enketo oracle will be skipped"; \
+	fi
+
 run: $(VENV)/.installed
 	$(BIN)/fieldsync serve
 
@@ -35,7 +47,7 @@ typecheck: $(VENV)/.installed-test
 
 # The suite includes tests/integration/test_fuzz.py: schemathesis against the OpenAPI schema,
 # on SQLite and PostgreSQL, about 25 s each (it prints its cases and checks).
-test: $(VENV)/.installed-test lint typecheck
+test: $(VENV)/.installed-test $(ENKETO)/node_modules/.installed lint typecheck
 	$(BIN)/python -m pytest
 
 # A longer schemathesis run; FUZZ_SEED=n explores other cases.
@@ -49,4 +61,4 @@ bench: $(VENV)/.installed-test
 	@echo "benchmarks: see bench/README.md"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis $(ENKETO)/node_modules
