@@ -24,9 +24,13 @@ Semantics follow `org.javarosa.xpath` at v5.1.0 (see docs/protocol.md, "Validati
 - `today()` is local midnight and `now()` the instant of `ctx.now`.
 Where JavaRosa stops with an error (a function it lacks, `selected()` of a number, a repeated field)
 the server raises `NotEvaluable`: it does not guess a value Collect never computed.
-`judge` also reads the rule as Enketo's evaluator would where the two engines are known to differ
-(`regex()` matches anywhere in Enketo; Enketo has `floor()` and `ceiling()`); a rule is decided false
-only if both read it false.
+`judge` reads every rule twice: as JavaRosa does and as Enketo's openrosa-xpath-evaluator does
+(dialect "enketo": XPath 1.0 node-sets, so a field is true when it exists and comparisons with a
+repeated field hold for any instance; values are their XML text, no comma decimals; date-shaped
+text and dates are days since the UTC epoch with their time of day; `date()` keeps the time;
+absolute paths are not pinned to the current repeat instance; `regex()` searches, as JavaScript's
+RegExp without the u flag; halves round away from zero; `floor()`/`ceiling()` exist). A rule is
+decided only where both readings agree; tests/oracle checks both readings against the engines.
 Limits: expressions up to 10,000 characters and 100 levels of nesting, else
 `ExpressionSyntaxError`; evaluation stops after 100,000 steps or on strings over 1,000,000
 characters with `NotEvaluable`.
@@ -775,6 +779,77 @@ def to_bool(value: Value) -> bool:
     return True
 
 
+# --------------------------------------------------------------- Enketo's reading (XPath 1.0)
+
+_XPATH_NUMBER: Final = re.compile(r"\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*")
+_DATE_SHAPED: Final = re.compile(r"\s*[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:T\S*)?\s*")
+
+
+def _js_number(number: float) -> str:
+    """JavaScript's Number#toString, which Enketo's string() uses."""
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == math.trunc(number) and abs(number) < 1e21:
+        return str(int(number))
+    text = repr(number)
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        return f"{mantissa}e{'+' if not exponent.startswith('-') else ''}{int(exponent)}"
+    return text
+
+
+def _enketo_number(value: Value, zone: tzinfo) -> float:
+    """XPath 1.0 number(), as Enketo extends it: dates (and date-shaped text) are days since the
+    UTC epoch, with their time of day; no comma decimals."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, float):
+        return value
+    if isinstance(value, datetime):
+        return dates.decimal_date_time(value)
+    if match := _XPATH_NUMBER.fullmatch(value):
+        return float(match.group(1))
+    if _DATE_SHAPED.fullmatch(value):
+        try:
+            return dates.decimal_date_time(dates.parse_date_time(value.strip(), zone))
+        except dates.DateError:
+            return math.nan
+    return math.nan
+
+
+def _enketo_string(value: Value, zone: tzinfo) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _js_number(value)
+    if isinstance(value, datetime):
+        local = value.astimezone(zone)
+        if local.time() == time(0):
+            return local.date().isoformat()
+        return local.isoformat(timespec="milliseconds")
+    return value
+
+
+def _string_value(element: Element) -> str:
+    """A node's XPath string-value: its text, or its descendants' texts, as in the XML."""
+    if element.children:
+        return "".join(_string_value(child) for child in element.children)
+    raw = element.value
+    if raw is None:
+        return ""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, float):
+        return _js_number(raw)
+    if isinstance(raw, list | tuple):
+        return " ".join(str(item) for item in raw)
+    if isinstance(raw, datetime | date | time):
+        return raw.isoformat()
+    return _check_length(str(raw))
+
+
 def _units(text: str) -> list[str]:
     """The UTF-16 code units of the text, as Java indexes it (surrogates as lone characters)."""
     if text.isascii() or all(ord(char) < 0x10000 for char in text):
@@ -864,6 +939,14 @@ def _round(number: float, places: int) -> float:
     scaled = float(Decimal(java_double(number)).scaleb(places, _ROUNDING))
     rounded = _java_int(scaled + 0.5, _LONG_MAX)
     return float(Decimal(rounded).scaleb(-places, _ROUNDING))
+
+
+def _round_away(number: float, places: int) -> float:
+    """Enketo's round(): halves away from zero."""
+    if math.isnan(number) or math.isinf(number):
+        return number
+    exact = Decimal(repr(number))
+    return float(exact.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP, _ROUNDING))
 
 
 def _to_int(number: float) -> float:
@@ -959,7 +1042,7 @@ class _Evaluation:
         self.steps = 0
         self.node = ctx.node  # changes inside predicates
         self.position: int | None = None  # the position within a predicate's node-set
-        self.divergent = False  # used something JavaRosa and Enketo read differently
+        self.enketo = ctx.dialect == "enketo"
 
     # -- values
 
@@ -976,7 +1059,7 @@ class _Evaluation:
         if isinstance(node, Chain):
             return self.chain(node)
         if isinstance(node, Negate):
-            number = to_number(self.value(node.operand), self.zone)
+            number = self.num(self.value(node.operand))
             return -number if node.times % 2 else number
         if isinstance(node, Call):
             return self.call(node)
@@ -990,37 +1073,87 @@ class _Evaluation:
             return result
         if not result.elements:
             return ""
-        if len(result.elements) > 1:
+        if len(result.elements) > 1 and not self.enketo:  # XPath 1.0 takes the first node
             raise NotEvaluable(
                 f"{result.elements[0].name} is repeated: JavaRosa stops here and asks for "
                 "indexed-repeat()"
             )
-        return _element_value(result.elements[0], self.ctx.now)
+        return self.element(result.elements[0])
+
+    def element(self, element: Element) -> Value:
+        if self.enketo:
+            return _string_value(element)
+        return _element_value(element, self.ctx.now)
+
+    # The conversions: JavaRosa's (toNumeric, toString, toBoolean) or Enketo's (XPath 1.0).
+
+    def num(self, value: Value) -> float:
+        return _enketo_number(value, self.zone) if self.enketo else to_number(value, self.zone)
+
+    def string(self, value: Value) -> str:
+        return (
+            _enketo_string(value, self.zone) if self.enketo else to_xpath_string(value, self.zone)
+        )
+
+    def truth(self, result: Result) -> bool:
+        if self.enketo and isinstance(result, NodeSet):
+            return bool(result.elements)  # XPath 1.0: a node-set is true when not empty
+        return to_bool(self.unpack(result))
 
     def text(self, node: Node) -> str:
-        return to_xpath_string(self.value(node), self.zone)
+        return self.string(self.value(node))
 
     def number(self, node: Node) -> float:
-        return to_number(self.value(node), self.zone)
+        return self.num(self.value(node))
 
     def chain(self, node: Chain) -> Value:
         if node.level in (_OR, _AND):
             operands = [node.first, *(operand for _, operand in node.rest)]
             want = node.level == _OR
             for operand in operands:
-                if to_bool(self.value(operand)) == want:
+                if self.truth(self.eval(operand)) == want:
                     return want
             return not want
-        value = self.value(node.first)
+        result = self.eval(node.first)
         for op, operand in node.rest:
-            right = self.value(operand)
-            if node.level == _EQ:
-                value = _equals(value, right, self.zone) == (op == "=")
+            right = self.eval(operand)
+            if self.enketo and node.level in (_EQ, _REL):
+                result = self.existential(op, result, right)
+            elif node.level == _EQ:
+                result = self.equals(result, right) == (op == "=")
             elif node.level == _REL:
-                value = _compare(op, to_number(value, self.zone), to_number(right, self.zone))
+                left_number, right_number = (
+                    self.num(self.unpack(result)),
+                    self.num(self.unpack(right)),
+                )
+                result = _compare(op, left_number, right_number)
             else:
-                value = _arithmetic(op, to_number(value, self.zone), to_number(right, self.zone))
-        return value
+                left_number, right_number = (
+                    self.num(self.unpack(result)),
+                    self.num(self.unpack(right)),
+                )
+                result = _arithmetic(op, left_number, right_number)
+        return self.unpack(result)
+
+    def existential(self, op: str, left: Result, right: Result) -> bool:
+        """XPath 1.0: a comparison with a node-set holds if it holds for any of its nodes."""
+        if isinstance(left, NodeSet) and not isinstance(right, bool):
+            return any(self.existential(op, self.element(e), right) for e in left.elements)
+        if isinstance(right, NodeSet) and not isinstance(left, bool):
+            return any(self.existential(op, left, self.element(e)) for e in right.elements)
+        if op in ("=", "!="):
+            return self.equals(left, right) == (op == "=")
+        return _compare(op, self.num(self.unpack(left)), self.num(self.unpack(right)))
+
+    def equals(self, left: Result, right: Result) -> bool:
+        if self.enketo and (isinstance(left, bool) or isinstance(right, bool)):
+            return self.truth(left) == self.truth(right)
+        left_value, right_value = self.unpack(left), self.unpack(right)
+        if not self.enketo:
+            return _equals(left_value, right_value, self.zone)
+        if isinstance(left_value, float) or isinstance(right_value, float):
+            return self.num(left_value) == self.num(right_value)
+        return self.string(left_value) == self.string(right_value)
 
     # -- paths
 
@@ -1033,11 +1166,31 @@ class _Evaluation:
         path = self.ctx.references.get(name)
         if path is None:
             raise NotEvaluable(f"the form has no field named {name!r}")
-        return self.absolute([part for part in path.split("/") if part])
+        names = [part for part in path.split("/") if part]
+        if not self.enketo:
+            return self.absolute(names)
+        # pyxform writes ${x} as a path relative to the innermost repeat holding both the field
+        # and x, else as an absolute path, which Enketo does not pin to the current instance.
+        lineage, depth = self.context().lineage(), 0
+        for level in range(1, min(len(lineage), len(names) - 1)):
+            if lineage[level].name != names[level]:
+                break
+            definition = lineage[level].definition
+            if definition is not None and definition.type == "repeat":
+                depth = level
+        return self.absolute(names, pin_through=depth)
 
-    def absolute(self, names: list[str], pins: Mapping[int, int] | None = None) -> list[Element]:
+    def absolute(
+        self,
+        names: list[str],
+        pins: Mapping[int, int] | None = None,
+        pin_through: int | None = None,
+    ) -> list[Element]:
         """An absolute path of plain names, pinned to the context's repeat instances
-        (TreeReference.contextualize) or to `pins` (depth -> 0-based position)."""
+        (TreeReference.contextualize) down to depth `pin_through` (default: as deep as the names
+        follow the context; Enketo: not at all), or to `pins` (depth -> 0-based position)."""
+        if pin_through is None:
+            pin_through = 0 if self.enketo else len(names)
         lineage = self.context().lineage()
         root = lineage[0]
         if not names or names[0] != root.name:
@@ -1053,7 +1206,12 @@ class _Evaluation:
                     if child.name == name and child.index == pins[depth]
                 ]
                 pinned = False
-            elif pinned and depth < len(lineage) and lineage[depth].name == name:
+            elif (
+                pinned
+                and depth <= pin_through
+                and depth < len(lineage)
+                and lineage[depth].name == name
+            ):
                 current = [lineage[depth]]
             else:
                 pinned = False
@@ -1119,11 +1277,10 @@ class _Evaluation:
                 for position, element in enumerate(elements, start=1):
                     self.node, self.position = element, position
                     outcome = self.eval(predicate)
-                    if self.ctx.dialect == "enketo":  # XPath 1.0: a number is a position
-                        outcome = self.unpack(outcome)
+                    if self.enketo:  # XPath 1.0: a number is a position
                         if isinstance(outcome, float):
                             outcome = outcome == position
-                        if to_bool(outcome):
+                        if self.truth(outcome):
                             kept.append(element)
                     elif outcome is True:
                         # JavaRosa keeps a node only for a boolean true: `rep[2]` selects
@@ -1160,13 +1317,15 @@ class _Evaluation:
         if name in _NOT_EVALUATED:
             raise NotEvaluable(_NOT_EVALUATED[name])
         if name in _ENKETO_ONLY:
-            self.divergent = True
             if javarosa:
                 raise NotEvaluable(f"{name}() is not a function of ODK Collect's engine")
             number = self.number(args[0])
             return float(math.floor(number) if name == "floor" else math.ceil(number))
         if name == "if":
-            return self.eval(args[1] if to_bool(self.value(args[0])) else args[2])
+            return self.eval(args[1] if self.truth(self.eval(args[0])) else args[2])
+        if name in ("not", "boolean"):
+            truth = self.truth(self.eval(args[0]))
+            return truth if name == "boolean" else not truth
         if name == "coalesce":
             for arg in args:
                 value = self.value(arg)
@@ -1180,17 +1339,21 @@ class _Evaluation:
         if name == "position":
             return self.position_of(args)
         if name == "jr:choice-name":
+            if self.enketo:  # enketo-core replaces it in calculations only
+                raise NotEvaluable("Enketo has no jr:choice-name() in constraints or relevance")
             return self.choice_name(self.text(args[0]), self.text(args[1]))
         if name == "once":
-            own = _element_value(self.context(), self.ctx.now)
-            return self.value(args[0]) if to_xpath_string(own, self.zone) == "" else own
+            own = self.element(self.context())
+            return self.value(args[0]) if self.string(own) == "" else own
         if name in ("count", "count-non-empty", "sum"):
             elements = self.node_set(args[0], name)
             if name == "count":
                 return float(len(elements))
             if name == "count-non-empty":
                 return float(sum(1 for e in elements if e.children or not _empty(e.value)))
-            numbers = (to_number(_element_value(e, self.ctx.now), self.zone) for e in elements)
+            numbers = [self.num(self.element(e)) for e in elements]
+            if self.enketo:  # XPath 1.0: an empty value is NaN, and so is the sum
+                return math.fsum(numbers)
             return math.fsum(n for n in numbers if not math.isnan(n))
         if name in ("max", "min", "concat", "join", "checklist", "weighted-checklist"):
             return self.aggregate(name, args)
@@ -1198,7 +1361,9 @@ class _Evaluation:
             # toDouble reads a date value in fractional days, but a field reference reaches it as
             # a node-set, which it reads with toNumeric: whole days.
             doubles = [
-                to_number(self.unpack(r)) if isinstance(r, NodeSet) else _to_double(r, self.zone)
+                self.num(self.unpack(r))
+                if isinstance(r, NodeSet) or self.enketo
+                else _to_double(r, self.zone)
                 for r in (self.eval(arg) for arg in args)
             ]
             return _java_math(_MATH[name], *doubles)
@@ -1207,9 +1372,7 @@ class _Evaluation:
             raise NotEvaluable(f"the function {name}() is not supported")
         values = [self.value(arg) for arg in args]
         if not values and name in ("string-length", "normalize-space", "number", "string"):
-            values = [_element_value(self.context(), self.ctx.now)]  # XPath: the context node
-        if name == "regex":
-            self.divergent = True
+            values = [self.element(self.context())]  # XPath: the context node
         return function(self, values)
 
     def node_set(self, arg: Node, name: str) -> list[Element]:
@@ -1223,13 +1386,17 @@ class _Evaluation:
         if len(args) == 1:
             result = self.eval(args[0])
             if isinstance(result, NodeSet):
-                return [_element_value(e, self.ctx.now) for e in result.elements]
+                return [self.element(e) for e in result.elements]
             return [result]
         return [self.value(arg) for arg in args]
 
     def aggregate(self, name: str, args: list[Node]) -> Value:
         if name in ("max", "min"):
-            numbers = [to_number(v, self.zone) for v in self.spread(args)]
+            numbers = [self.num(v) for v in self.spread(args)]
+            if self.enketo:
+                if not numbers or any(math.isnan(n) for n in numbers):
+                    return math.nan
+                return max(numbers) if name == "max" else min(numbers)
             numbers = [n for n in numbers if not math.isnan(n)]
             if not numbers:
                 return math.nan
@@ -1237,21 +1404,21 @@ class _Evaluation:
             # Double.MAX_VALUE; max of negative numbers is therefore 4.9E-324.
             return max(_DOUBLE_MIN, *numbers) if name == "max" else min(_DOUBLE_MAX, *numbers)
         if name == "concat":
-            texts = (to_xpath_string(v, self.zone) for v in self.spread(args))
+            texts = (self.string(v) for v in self.spread(args))
             return _check_length(_paired("".join(texts)))
         if name == "join":
             if not args:
                 raise NotEvaluable("JavaRosa refuses join() without arguments")
             separator = self.text(args[0])
             parts = self.spread(args[1:]) if len(args) == 2 else [self.value(a) for a in args[1:]]
-            texts = (to_xpath_string(v, self.zone) for v in parts)
+            texts = (self.string(v) for v in parts)
             return _check_length(_paired(separator.join(texts)))
         if len(args) < 2:
             raise NotEvaluable(f"JavaRosa refuses {name}() with {len(args)} argument(s)")
         low, high = self.number(args[0]), self.number(args[1])
         if name == "checklist":
             flags = self.spread(args[2:]) if len(args) == 3 else [self.value(a) for a in args[2:]]
-            count = sum(1 for flag in flags if to_bool(flag))
+            count = sum(1 for flag in flags if self.truth(flag))
             least, most = _java_int(low), _java_int(high)
             return (least < 0 or count >= least) and (most < 0 or count <= most)
         if len(args) % 2:
@@ -1264,9 +1431,7 @@ class _Evaluation:
             weights = [self.value(a) for a in rest[1::2]]
         if len(flags) != len(weights):
             raise NotEvaluable("weighted-checklist(): the two fields differ in length")
-        total = sum(
-            to_number(w, self.zone) for f, w in zip(flags, weights, strict=True) if to_bool(f)
-        )
+        total = sum(self.num(w) for f, w in zip(flags, weights, strict=True) if self.truth(f))
         return low <= total <= high
 
     def position_of(self, args: list[Node]) -> float:
@@ -1289,7 +1454,8 @@ class _Evaluation:
             index = _java_int(_to_int(self.number(index_arg)))
             pins[len(repeat) - 1] = max(index, 1) - 1
         found = self.absolute(target, pins)
-        if self.ctx.constraint and len(found) == 1 and self.ctx.node is not None:
+        quirk = self.ctx.constraint and not self.enketo
+        if quirk and len(found) == 1 and self.ctx.node is not None:
             # JavaRosa evaluates the target with the pinned node as context, and a constraint's
             # context node reads as the answer being checked: indexed-repeat() inside a
             # constraint gives that answer (XPathPathExpr.getRefValue). Collect does this.
@@ -1349,26 +1515,30 @@ def _selected(values: list[Value]) -> bool:
     return f" {wanted} " in f" {choices} "
 
 
-def _selected_at(values: list[Value]) -> str:
+def _selected_at(run: _Evaluation, values: list[Value]) -> str:
     pieces = _java_split(_string_arg(values[0], "selected-at"))
-    index = _java_int(_to_int(to_number(values[1])))
+    index = _java_int(_to_int(run.num(values[1])))
     return pieces[index] if 0 <= index < len(pieces) else ""
 
 
 def _regex(run: _Evaluation, values: list[Value]) -> bool:
-    subject = to_xpath_string(values[0], run.zone)
-    pattern = to_xpath_string(values[1], run.zone)
+    subject, pattern = run.string(values[0]), run.string(values[1])
+    if run.enketo:
+        # JavaScript's RegExp without the u flag: '.' is one UTF-16 unit, '\p' a plain 'p'.
+        if not all(ord(char) < 0x10000 for char in subject):
+            raise NotEvaluable("Enketo's regex() reads text beyond the BMP in UTF-16 units")
+        pattern = re.sub(r"\\([pP])", r"\1", pattern)
     try:
-        return regex_matches(subject, pattern, search=run.ctx.dialect == "enketo")
+        return regex_matches(subject, pattern, search=run.enketo)
     except UnsafeRegex as exc:
         raise NotEvaluable(str(exc)) from exc
 
 
-def _substr(values: list[Value], zone: tzinfo) -> str:
-    units = _units(to_xpath_string(values[0], zone))
+def _substr(run: _Evaluation, values: list[Value]) -> str:
+    units = _units(run.string(values[0]))
     length = len(units)
-    start = _java_int(_to_int(to_number(values[1], zone)))
-    end = _java_int(_to_int(to_number(values[2], zone))) if len(values) == 3 else length
+    start = _java_int(_to_int(run.num(values[1])))
+    end = _java_int(_to_int(run.num(values[2]))) if len(values) == 3 else length
     start = length + start if start < 0 else start
     end = length + end if end < 0 else end
     end = min(max(0, end), length)
@@ -1376,8 +1546,8 @@ def _substr(values: list[Value], zone: tzinfo) -> str:
     return _from_units(units[start:end]) if start <= end else ""
 
 
-def _translate(values: list[Value], zone: tzinfo) -> str:
-    text, source, target = (_units(to_xpath_string(v, zone)) for v in values)
+def _translate(run: _Evaluation, values: list[Value]) -> str:
+    text, source, target = (_units(run.string(v)) for v in values)
     out: list[str] = []
     for unit in text:
         if unit not in source:
@@ -1389,6 +1559,11 @@ def _translate(values: list[Value], zone: tzinfo) -> str:
 
 def _normalize_space(text: str) -> str:
     return re.sub(r"[ \t\n\x0b\f\r]+", " ", text.strip(_JAVA_SPACE))
+
+
+_TIME_SHAPED: Final = re.compile(
+    r"\s*[0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]*)?)?(Z|[+-][0-9:]+)?\s*"
+)
 
 
 def _to_date(value: Value, zone: tzinfo, keep_time: bool) -> Value:
@@ -1427,7 +1602,10 @@ def _decimal_date_time(run: _Evaluation, value: Value, keep_date: bool) -> Value
         if value == "":
             return value
         try:
-            moment = dates.parse_date_time(value, run.zone)
+            if run.enketo and _TIME_SHAPED.fullmatch(value):  # Enketo reads a time alone too
+                moment = dates.parse_time(value.strip(), run.zone, run.ctx.now.date())
+            else:
+                moment = dates.parse_date_time(value, run.zone)
         except dates.DateError as exc:
             raise NotEvaluable(f"JavaRosa cannot read {value[:40]!r} as a date") from exc
     else:
@@ -1438,18 +1616,20 @@ def _decimal_date_time(run: _Evaluation, value: Value, keep_date: bool) -> Value
 
 
 def _format_date(run: _Evaluation, values: list[Value]) -> str:
+    if run.enketo and isinstance(values[0], str) and _TIME_SHAPED.fullmatch(values[0]):
+        return ""  # Enketo formats no time alone
     moment = _to_date(values[0], run.zone, keep_time=True)
     if not isinstance(moment, datetime):
         return ""
     try:
-        return dates.format_date(moment, to_xpath_string(values[1], run.zone), run.zone)
+        return dates.format_date(moment, run.string(values[1]), run.zone)
     except dates.DateError as exc:
         raise NotEvaluable(f"format-date(): {exc}") from exc
 
 
-def _around(values: list[Value], *, before: bool) -> str:
+def _around(run: _Evaluation, values: list[Value], *, before: bool) -> str:
     """substring-before/after: '' where the needle is absent; an empty needle is found at 0."""
-    text, needle = to_xpath_string(values[0]), to_xpath_string(values[1])
+    text, needle = run.string(values[0]), run.string(values[1])
     at = text.find(needle)
     if at < 0:
         return ""
@@ -1459,10 +1639,10 @@ def _around(values: list[Value], *, before: bool) -> str:
 _DIGESTS: Final = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384"}
 
 
-def _digest(values: list[Value]) -> str:
+def _digest(run: _Evaluation, values: list[Value]) -> str:
     """`digest(text, 'SHA-256'[, 'hex'|'base64'])` of the UTF-8 text (DigestAlgorithm)."""
-    text, algorithm = to_xpath_string(values[0]), to_xpath_string(values[1])
-    encoding = to_xpath_string(values[2]).upper() if len(values) == 3 else "BASE64"
+    text, algorithm = run.string(values[0]), run.string(values[1])
+    encoding = run.string(values[2]).upper() if len(values) == 3 else "BASE64"
     name = {**_DIGESTS, "SHA512": "sha512"}.get(algorithm.upper().replace("-", ""))
     if name is None or encoding not in ("HEX", "BASE64"):
         raise NotEvaluable(f"JavaRosa does not support digest(..., {algorithm!r}, {encoding!r})")
@@ -1478,8 +1658,11 @@ def _base64_decode(text: str) -> str:
 
 
 def _round_call(run: _Evaluation, values: list[Value]) -> float:
-    places = _java_int(to_number(values[1], run.zone)) if len(values) == 2 else 0
-    return _round(to_number(values[0], run.zone), places)
+    places = _java_int(run.num(values[1])) if len(values) == 2 else 0
+    number = run.num(values[0])
+    if run.enketo:  # Enketo rounds every half away from zero
+        return _round_away(number, places)
+    return _round(number, places)
 
 
 def _today(run: _Evaluation) -> datetime:
@@ -1490,14 +1673,15 @@ _Function = Callable[[_Evaluation, list[Value]], Value]
 _FUNCTIONS: Final[dict[str, _Function]] = {
     "true": lambda run, v: True,
     "false": lambda run, v: False,
-    "not": lambda run, v: not to_bool(v[0]),
-    "boolean": lambda run, v: to_bool(v[0]),
-    "boolean-from-string": lambda run, v: to_xpath_string(v[0], run.zone).lower() in ("true", "1"),
-    "number": lambda run, v: to_number(v[0], run.zone),
-    "int": lambda run, v: _to_int(to_number(v[0], run.zone)),
+    "boolean-from-string": lambda run, v: run.string(v[0]).lower() in ("true", "1"),
+    "number": lambda run, v: run.num(v[0]),
+    "int": lambda run, v: _to_int(run.num(v[0])),
     "round": _round_call,
-    "string": lambda run, v: to_xpath_string(v[0], run.zone),
-    "date": lambda run, v: _to_date(v[0], run.zone, keep_time=False),
+    "string": lambda run, v: run.string(v[0]),
+    # Enketo's date() keeps a dateTime's time of day.
+    "date": lambda run, v: _to_date(
+        v[0], run.zone, keep_time=run.enketo and not isinstance(v[0], float)
+    ),
     "date-time": lambda run, v: _to_date(v[0], run.zone, keep_time=True),
     "decimal-date-time": lambda run, v: _decimal_date_time(run, v[0], keep_date=True),
     "decimal-time": lambda run, v: _decimal_date_time(run, v[0], keep_date=False),
@@ -1508,25 +1692,21 @@ _FUNCTIONS: Final[dict[str, _Function]] = {
     "selected": lambda run, v: _selected(v),
     "is-selected": lambda run, v: _selected(v),
     "count-selected": lambda run, v: float(len(_java_split(_string_arg(v[0], "count-selected")))),
-    "selected-at": lambda run, v: _selected_at(v),
-    "string-length": lambda run, v: float(len(_units(to_xpath_string(v[0], run.zone)))),
-    "normalize-space": lambda run, v: _normalize_space(to_xpath_string(v[0], run.zone)),
-    "contains": lambda run, v: to_xpath_string(v[1], run.zone) in to_xpath_string(v[0], run.zone),
-    "starts-with": lambda run, v: to_xpath_string(v[0], run.zone).startswith(
-        to_xpath_string(v[1], run.zone)
-    ),
-    "ends-with": lambda run, v: to_xpath_string(v[0], run.zone).endswith(
-        to_xpath_string(v[1], run.zone)
-    ),
-    "substr": lambda run, v: _substr(v, run.zone),
-    "substring-before": lambda run, v: _around(v, before=True),
-    "substring-after": lambda run, v: _around(v, before=False),
-    "digest": lambda run, v: _digest(v),
-    "translate": lambda run, v: _translate(v, run.zone),
+    "selected-at": _selected_at,
+    "string-length": lambda run, v: float(len(_units(run.string(v[0])))),
+    "normalize-space": lambda run, v: _normalize_space(run.string(v[0])),
+    "contains": lambda run, v: run.string(v[1]) in run.string(v[0]),
+    "starts-with": lambda run, v: run.string(v[0]).startswith(run.string(v[1])),
+    "ends-with": lambda run, v: run.string(v[0]).endswith(run.string(v[1])),
+    "substr": _substr,
+    "substring-before": lambda run, v: _around(run, v, before=True),
+    "substring-after": lambda run, v: _around(run, v, before=False),
+    "digest": _digest,
+    "translate": _translate,
     "regex": _regex,
     "depend": lambda run, v: v[0] if v else "",
     "version": lambda run, v: run.ctx.version,
-    "base64-decode": lambda run, v: _base64_decode(to_xpath_string(v[0], run.zone)),
+    "base64-decode": lambda run, v: _base64_decode(run.string(v[0])),
     "pi": lambda run, v: math.pi,
 }
 
@@ -1539,13 +1719,14 @@ def evaluate(expr: Expression, ctx: EvalContext) -> Value:
 @dataclass(slots=True)
 class _Outcome:
     result: Value
-    divergent: bool
+    truth: bool  # the result as a rule's verdict (Enketo: a node-set is true when not empty)
 
 
 def _run(expr: Expression, ctx: EvalContext) -> _Outcome:
     evaluation = _Evaluation(ctx)
     try:
-        return _Outcome(evaluation.value(expr.root), evaluation.divergent)
+        result = evaluation.eval(expr.root)
+        return _Outcome(evaluation.unpack(result), evaluation.truth(result))
     except NotEvaluable:
         raise
     except Exception as exc:  # a RecursionError, a date out of range: never crash the validator
@@ -1561,21 +1742,23 @@ class Verdict:
 
 
 def judge(expr: Expression, ctx: EvalContext) -> Verdict:
-    """A rule's verdict: false only where JavaRosa and (where they differ) Enketo agree it is."""
+    """A rule's verdict where JavaRosa's and Enketo's readings agree; else not decided."""
     try:
-        javarosa = _run(expr, ctx)
+        javarosa = _run(expr, replace(ctx, dialect="javarosa"))
     except NotEvaluable as exc:
         return Verdict(None, str(exc))
-    outcome = to_bool(javarosa.result)
-    if outcome or not javarosa.divergent:
-        return Verdict(outcome)
     try:
         enketo = _run(expr, replace(ctx, dialect="enketo"))
     except NotEvaluable as exc:
         return Verdict(None, f"Enketo's reading cannot be evaluated: {exc}")
-    if to_bool(enketo.result):
-        return Verdict(None, "JavaRosa reads this rule as false, Enketo as true")
-    return Verdict(False)
+    if javarosa.truth != enketo.truth:
+        words = {True: "true", False: "false"}
+        return Verdict(
+            None,
+            f"JavaRosa (ODK Collect) reads this rule as {words[javarosa.truth]}, "
+            f"Enketo as {words[enketo.truth]}",
+        )
+    return Verdict(javarosa.truth)
 
 
 def evaluate_bool(expr: Expression, ctx: EvalContext) -> bool | None:

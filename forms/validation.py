@@ -340,9 +340,16 @@ def _element_at(spec: FormSpec, data: dict[str, Any], path: str) -> expressions.
 
 
 def evaluate_at(
-    spec: FormSpec, data: dict[str, Any], expression: str, *, path: str, now: datetime
+    spec: FormSpec,
+    data: dict[str, Any],
+    expression: str,
+    *,
+    path: str,
+    now: datetime,
+    dialect: Literal["javarosa", "enketo"] = "javarosa",
 ) -> expressions.Value:
-    """Evaluate one expression as the form would at `path` (e.g. `/data/rep[2]/x`).
+    """Evaluate one expression as the form would at `path` (e.g. `/data/rep[2]/x`), in
+    JavaRosa's reading or Enketo's.
 
     Raises `ExpressionSyntaxError` or `NotEvaluable` where the server cannot evaluate it.
     """
@@ -351,6 +358,7 @@ def evaluate_at(
         node=_element_at(spec, data, path),
         references=_references(spec),
         version=spec.version,
+        dialect=dialect,
     )
     return expressions.evaluate(expressions.parse_expression(expression), context)
 

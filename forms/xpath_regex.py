@@ -95,12 +95,13 @@ def _unescaped(pattern: str) -> str:
 
 
 @lru_cache(maxsize=512)
-def _compile(pattern: str) -> Any:
+def _compile(pattern: str, java: bool) -> Any:
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise UnsafeRegex(f"regex pattern longer than {MAX_PATTERN_LENGTH} characters")
-    if _JAVA_ONLY.search(pattern):
-        raise UnsafeRegex("regex uses Java syntax the server's engine reads differently")
-    _java_syntax(pattern)
+    if java:
+        if _JAVA_ONLY.search(pattern):
+            raise UnsafeRegex("regex uses Java syntax the server's engine reads differently")
+        _java_syntax(pattern)
     try:
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
@@ -123,10 +124,11 @@ def _check_subject(pattern: str, subject: str) -> None:
 
 
 def regex_matches(subject: str, pattern: str, *, search: bool = False) -> bool:
-    """JavaRosa's `regex(subject, pattern)` (or Enketo's with `search=True`)."""
+    """JavaRosa's `regex(subject, pattern)`, or with `search=True` Enketo's (JavaScript's RegExp,
+    whose syntax RE2 follows closely enough that the Java checks are left out)."""
     if len(subject) > MAX_SUBJECT_LENGTH:
         raise UnsafeRegex(f"regex subject longer than {MAX_SUBJECT_LENGTH} characters")
-    compiled = _compile(pattern)
+    compiled = _compile(pattern, not search)
     _check_subject(pattern, subject)
     if search:
         return compiled.search(subject) is not None

@@ -5,7 +5,8 @@ The outcome of a case, for constraints and relevance (JavaRosa's boolean vs `jud
 - `not checked`: the server cannot evaluate it (`judge_at` is None: accepted and flagged);
 - `agree, flagged: engines differ`: the server's JavaRosa reading (`evaluate_at`) gives
   JavaRosa's answer, but Enketo reads the rule otherwise, so the verdict is left undecided
-  (accepted and flagged, by the rule of docs/validation.md); it does not count as agreement;
+  (accepted and flagged, by the rule of docs/validation.md). The server computed what Collect
+  computed, so this counts as agreement; the share of such cases is printed as "flagged";
 - `server false, JavaRosa true`: the server rejects (or hides) what Collect accepted — the one
   outcome the differential test fails on;
 - `server true, JavaRosa false`: the server lets through what Collect refused;
@@ -268,7 +269,7 @@ def rates(outcomes: list[Outcome]) -> Rates:
     return Rates(
         cases=len(outcomes),
         javarosa_errors=counts[JAVAROSA_ERROR],
-        agree=counts[AGREE],
+        agree=counts[AGREE] + counts[FLAGGED],
         not_checked=counts[NOT_CHECKED],
         counts=dict(counts),
     )

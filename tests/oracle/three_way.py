@@ -2,8 +2,8 @@
 
 The server's rule (docs/validation.md): a constraint rejects only where the reference engines
 agree it fails; where JavaRosa and Enketo differ the rule is not decided (accepted and flagged).
-The server evaluates Enketo's reading only where it believes the engines differ. This module checks
-that belief: every case the engines answer differently, and what the server decided there.
+The server evaluates Enketo's reading beside JavaRosa's (`judge`). This module checks it against
+Enketo itself: every case the engines answer differently, and what the server decided there.
 
 For constraints and relevance the engines are compared on their booleans; for calculations on the
 value read as text (JavaRosa's XPath string, Enketo's stringValue), for information only. A case
