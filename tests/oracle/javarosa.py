@@ -60,45 +60,51 @@ class Harness:
 
     def run(self, request: dict[str, Any], clock: datetime, workdir: Path) -> dict[str, Any]:
         """One JVM at `clock` (frozen by libfaketime), every case of `request` in it."""
-        workdir.mkdir(parents=True, exist_ok=True)
-        request_path, response_path = workdir / "request.json", workdir / "response.json"
-        request_path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
         local = clock.astimezone(ZoneInfo(ZONE))
         env = {
-            **os.environ,
             "LD_PRELOAD": str(self.faketime),
             # Absolute and frozen: every now() in the run is this instant (read in TZ).
             "FAKETIME": local.strftime("%Y-%m-%d %H:%M:%S"),
-            "TZ": ZONE,
         }
-        completed = subprocess.run(
-            [
-                "java",
-                f"-Duser.timezone={ZONE}",
-                "-cp",
-                f"{JAR}{os.pathsep}{self.classes}",
-                "JavaRosaOracle",
-                str(request_path),
-                str(response_path),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_SECONDS,
-            check=False,
+        command = ["java", f"-Duser.timezone={ZONE}", "-cp", f"{JAR}{os.pathsep}{self.classes}"]
+        return run_engine(
+            "JavaRosa", [*command, "JavaRosaOracle"], env, request, clock, workdir, (ZONE,)
         )
-        if completed.returncode != 0:
-            raise AssertionError(
-                f"the JavaRosa harness failed ({completed.returncode}):\n{completed.stderr[-4000:]}"
-            )
-        response: dict[str, Any] = json.loads(response_path.read_text(encoding="utf-8"))
-        reported = response["clock"]
-        # A run on the real clock would compare today() with the wrong day: refuse it.
-        assert reported["epoch_ms"] == round(clock.timestamp() * 1000), (
-            f"JavaRosa ran at {reported['date']}, not at the fixed clock {clock.isoformat()}"
+
+
+def run_engine(
+    engine: str,
+    command: list[str],
+    env: dict[str, str],
+    request: dict[str, Any],
+    clock: datetime,
+    workdir: Path,
+    zones: tuple[str, ...],
+) -> dict[str, Any]:
+    """Run an engine's harness (`command request.json response.json`) in the programme's zone and
+    check it ran at `clock`: a run on the real clock would compare today() with the wrong day."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    request_path, response_path = workdir / "request.json", workdir / "response.json"
+    request_path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    completed = subprocess.run(
+        [*command, str(request_path), str(response_path)],
+        env={**os.environ, "TZ": ZONE, **env},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise AssertionError(
+            f"the {engine} harness failed ({completed.returncode}):\n{completed.stderr[-4000:]}"
         )
-        assert reported["zone"] == ZONE, f"JavaRosa ran in time zone {reported['zone']}"
-        return response
+    response: dict[str, Any] = json.loads(response_path.read_text(encoding="utf-8"))
+    reported = response["clock"]
+    assert reported["epoch_ms"] == round(clock.timestamp() * 1000), (
+        f"{engine} ran at {reported['date']}, not at the fixed clock {clock.isoformat()}"
+    )
+    assert reported["zone"] in zones, f"{engine} ran in time zone {reported['zone']}"
+    return response
 
 
 def compile_harness(into: Path) -> Harness:
