@@ -44,7 +44,7 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import ROUND_HALF_DOWN, ROUND_HALF_UP, Context, Decimal
 from typing import TYPE_CHECKING, Final
@@ -1743,12 +1743,16 @@ class Verdict:
 
 def judge(expr: Expression, ctx: EvalContext) -> Verdict:
     """A rule's verdict where JavaRosa's and Enketo's readings agree; else not decided."""
+    readings = [
+        EvalContext(ctx.now, ctx.node, ctx.references, ctx.version, dialect, ctx.constraint)
+        for dialect in ("javarosa", "enketo")
+    ]
     try:
-        javarosa = _run(expr, replace(ctx, dialect="javarosa"))
+        javarosa = _run(expr, readings[0])
     except NotEvaluable as exc:
         return Verdict(None, str(exc))
     try:
-        enketo = _run(expr, replace(ctx, dialect="enketo"))
+        enketo = _run(expr, readings[1])
     except NotEvaluable as exc:
         return Verdict(None, f"Enketo's reading cannot be evaluated: {exc}")
     if javarosa.truth != enketo.truth:
