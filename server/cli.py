@@ -194,6 +194,8 @@ def _serve(settings: Settings, args: Any) -> int:
 
     host = args.host or settings.host
     port = args.port or settings.port
+    # FIELDSYNC_PUBLIC_URL's default follows the address actually served.
+    settings = msgspec.structs.replace(settings, host=host, port=port)
     try:
         generated = asyncio.run(prepare(settings))
     except OSError as exc:
