@@ -216,6 +216,7 @@ def _serve(settings: Settings, args: Any) -> int:
         port=port,
         log_level="info",
         server_header=False,
+        date_header=False,  # the app dates every answer itself (OpenRosa needs Date)
         proxy_headers=False,
     )
     return 0

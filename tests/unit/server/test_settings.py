@@ -234,6 +234,6 @@ def test_public_url_keeps_its_path_without_a_trailing_slash(tmp_path: Path) -> N
     ],
 )
 def test_a_public_url_collect_cannot_use_is_refused(tmp_path: Path, value: str) -> None:
-    with pytest.raises(SettingsError, match="^FIELDSYNC_PUBLIC_URL: ") as raised:
+    with pytest.raises(SettingsError, match=r"^FIELDSYNC_PUBLIC_URL: ") as raised:
         load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_PUBLIC_URL": value})
     assert "\n" not in str(raised.value)
