@@ -160,16 +160,21 @@ class ShopForm:
         ward: str = HOAN_KIEM,
         action: str = "create",
         base_version: int = 0,
+        base: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A native push op of this form creating or updating one shop."""
+        """A native push op of this form creating, updating or deleting one shop (`base`: the
+        properties the update was made from)."""
         change: dict[str, Any] = {
             "list": self.list_name,
             "entity_id": entity_id,
             "action": action,
             "base_version": base_version,
-            "label": name,
-            "properties": {"ward_code": ward, "shop_name": name},
         }
+        if action != "delete":
+            change["label"] = name
+            change["properties"] = {"ward_code": ward, "shop_name": name}
+        if base is not None:
+            change["base_properties"] = base
         return {
             "op_seq": op_seq,
             "op_id": str(uuid.uuid4()),
@@ -195,7 +200,9 @@ async def push(http: httpx.AsyncClient, session: Session, *ops: dict[str, Any]) 
     )
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    assert all(r["status"] in ("applied", "merged") for r in results), results
+    assert all(r["status"] == "applied" for r in results), results
+    entities = [e for r in results for e in r.get("entities", [])]
+    assert all(e["status"] == "applied" for e in entities), entities
 
 
 async def collect_token(api: Api, user_id: str, name: str = "") -> dict[str, Any]:
