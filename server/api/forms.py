@@ -26,7 +26,6 @@ from schemas.forms import (
 from server.api.deps import ANY_ROLE, allow, settings_of
 from server.api.openapi import (
     ADMIN,
-    ANY_TYPE,
     BEARER,
     BINARY,
     BODY,
@@ -56,7 +55,7 @@ CONDITIONAL = Documented(
 ).operation_class()
 
 
-MEDIA_BODY = Documented(body=BINARY, body_types=(ANY_TYPE,)).operation_class()
+MEDIA_BODY = Documented(body=BINARY, body_types=("application/octet-stream",)).operation_class()
 
 
 @dataclass
