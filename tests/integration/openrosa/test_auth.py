@@ -114,6 +114,9 @@ async def test_a_revoked_token_is_refused_at_once_on_every_collect_url_with_403(
         assert "revoked" in openrosa_message(refused, 403), url
         # 403, not 401: Collect would ask for a password the token does not have.
         assert "www-authenticate" not in refused.headers
+    # The token in the path wins: the user's own password does not bring it back.
+    collect.authorization = basic(user["username"], PASSWORD)
+    assert (await collect.form_list()).status_code == 403
     # The user's other token goes on working.
     assert (await other.form_list()).status_code == 200
 
@@ -234,3 +237,23 @@ async def test_a_wrong_basic_password_counts_as_a_failed_login(
         AuditLog.action == "auth.login_failed", AuditLog.actor_username == user["username"]
     )
     assert len(failures) == 1
+
+
+async def test_the_token_api_is_in_the_openapi_schema_and_the_xml_urls_are_not(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    paths = schema["paths"]
+    tokens = paths["/api/v1/users/{user_id}/collect-tokens"]
+    assert set(tokens) >= {"get", "post"}
+    created = tokens["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+    name = created["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][name]["required"]) == {
+        "id",
+        "token",
+        "server_url",
+        "settings_qr",
+        "created_at",
+    }
+    assert "delete" in paths["/api/v1/users/{user_id}/collect-tokens/{token_id}"]
+    assert not [path for path in paths if path.startswith("/collect")]
