@@ -29,10 +29,15 @@ MANIFEST = "{http://openrosa.org/xforms/xformsManifest}"
 RESPONSE = "{http://openrosa.org/http/response}"
 
 
-def collect_date(now: datetime | None = None) -> str:
+def collect_date(now: datetime) -> str:
     """Java's `SimpleDateFormat("E, dd MMM yyyy hh:mm:ss zz", Locale.US)` in GMT: `hh` is the
     12-hour clock, so 14:04 is sent as 02:04."""
-    return (now or datetime.now(UTC)).strftime("%a, %d %b %Y %I:%M:%S GMT")
+    return now.astimezone(UTC).strftime("%a, %d %b %Y %I:%M:%S GMT")
+
+
+# An afternoon, so the Date every replayed request carries is wrong the way Collect's is.
+AFTERNOON = datetime(2025, 8, 21, 14, 4, 5, tzinfo=UTC)
+assert collect_date(AFTERNOON) == "Thu, 21 Aug 2025 02:04:05 GMT"
 
 
 def install_id() -> str:
@@ -58,7 +63,7 @@ class Collect:
         headers = {
             "User-Agent": USER_AGENT,
             "X-OpenRosa-Version": "1.0",
-            "Date": collect_date(),
+            "Date": collect_date(AFTERNOON),
             "Accept-Encoding": "gzip",
         }
         if self.authorization:
