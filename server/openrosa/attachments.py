@@ -127,12 +127,20 @@ async def entity_list_csv(principal: Principal, listdef: EntityListDef) -> bytes
         rows.append(
             [
                 row["entity_id"],
-                entity.label or row["entity_id"],  # Collect lists entities by label
+                entity.label or _fallback_label(listdef, entity, row["entity_id"]),
                 str(row["version"]),
                 *(_cell(entity.properties.get(p)) for p in properties),
             ]
         )
     return _csv([*ENTITY_COLUMNS, *properties], rows)
+
+
+def _fallback_label(listdef: EntityListDef, entity: _CsvEntity, entity_id: str) -> str:
+    """Collect lists entities by label, and records pushed without one (the native protocol
+    does not require it) should not show as UUIDs: their natural key reads better."""
+    key = [p for p in listdef.natural_key or () if p != listdef.scope_property]
+    text = " – ".join(_cell(entity.properties.get(p)) for p in key if entity.properties.get(p))
+    return text or entity_id
 
 
 _list_hashes: dict[tuple[Any, ...], str] = {}

@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 
-from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session
+from tests.helpers import BA_DINH, HOAN_KIEM, Api, Session, unique
 from tests.integration.openrosa.collect import (
     MANIFEST,
     Collect,
@@ -19,6 +19,7 @@ from tests.integration.openrosa.collect import (
     push,
     xml,
 )
+from tests.unit.forms.xlsforms import xlsform
 
 
 class Shops:
@@ -155,3 +156,42 @@ async def test_integrity_is_only_for_lists_a_form_of_the_user_reads(
     ):
         response = await collect.get(url)
         assert response.status_code == 404, url
+
+
+async def test_programme_records_pushed_without_a_label_are_listed_by_their_natural_key(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    from tests.ops import inspection_op
+
+    ward = "00091"  # a ward of its own: the programme's lists are shared by every test
+    worker = await api.user_session("inspector", [ward])
+    entity_id = str(uuid.uuid4())
+    op = inspection_op(
+        1,
+        node=worker.device_id[:8],
+        ward=ward,
+        entity_id=entity_id,
+        properties={"ward_code": ward, "business_name": "Karaoke Sao", "address": "12 Hàng Bạc"},
+    )
+    await push(client, worker, op)
+    lookup = unique("lookup_")
+    await api.publish_xlsform(
+        xlsform(
+            [
+                {
+                    "type": "select_one_from_file establishments.csv",
+                    "name": "place",
+                    "label": "Place",
+                }
+            ],
+            form_id=lookup,
+            plain_labels=True,
+        )
+    )
+    collect = await collect_for(api, await api.create_user("inspector", [ward]))
+    served = await collect.get(
+        f"{collect.server_url}/forms/{lookup}/attachments/establishments.csv"
+    )
+    assert served.status_code == 200, served.text
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(served.text))}
+    assert rows[entity_id]["label"] == "Karaoke Sao – 12 Hàng Bạc"
