@@ -36,6 +36,7 @@ BINARY_BODY_ROUTES = {
     ("POST", "/api/v1/uploads"),
     ("PATCH", "/api/v1/uploads/{upload_id:str}"),
     ("POST", "/api/v1/forms"),
+    ("PUT", "/api/v1/forms/{form_id:str}/media/{filename:str}"),  # a form's image or CSV
 }
 
 

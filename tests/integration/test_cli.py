@@ -29,6 +29,22 @@ def test_make_run_smoke(tmp_path: Path) -> None:
         assert (tmp_path / "var" / "fieldsync.db").exists() and (
             tmp_path / "var" / "blobs"
         ).is_dir()
+        # ODK Collect through uvicorn: the token's URL names the address served (the public
+        # URL's default follows --port), and every answer is dated exactly once.
+        admin = login.json()["user"]["id"]
+        issued = httpx.post(
+            f"{base}/api/v1/users/{admin}/collect-tokens",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert issued.status_code == 201, issued.text
+        server_url = issued.json()["server_url"]
+        assert server_url.startswith(base + "/collect/key/")
+        collect = {"X-OpenRosa-Version": "1.0"}
+        head = httpx.head(f"{server_url}/submission?deviceID=collect%3Aabc", headers=collect)
+        forms = httpx.get(f"{server_url}/formList", headers=collect)
+        assert (head.status_code, forms.status_code) == (204, 200)
+        for response in (login, wards, head, forms):
+            assert len(response.headers.get_list("date")) == 1, response.headers
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,8 @@ SECURITY = {
 def assert_secured(response: httpx.Response) -> None:
     for name, value in SECURITY.items():
         assert response.headers.get(name) == value, (response.request.url, name, response.headers)
+    # The app dates every answer (OpenRosa clients need Date); uvicorn is told not to.
+    assert len(response.headers.get_list("date")) == 1, response.headers
 
 
 async def test_every_kind_of_response_carries_the_security_headers(
