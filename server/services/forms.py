@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 
+from forms import programme
 from forms.diff import diff_specs, incompatible_type_changes
 from forms.spec import entity_lists, with_hash, zone_of
 from forms.validation import validate_submission
@@ -43,17 +42,8 @@ from server.services import audit
 from server.services import changes as change_log
 from server.services.entity_lists import forget_role_lists, register_form_lists
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "forms" / "templates"
+# Who fills an uploaded form until an admin says otherwise (the programme's own: forms/programme.py).
 FIELD_ROLES = ["supervisor", "outreach", "trainer", "inspector"]
-# Who fills the programme's own forms (DOMAIN.md "Who uses it"); supervisors may fill every form.
-TEMPLATE_ROLES: dict[str, list[str]] = {
-    "inspection": ["supervisor", "inspector"],
-    "training_session": ["supervisor", "trainer"],
-    "training_attendance": ["supervisor", "trainer"],
-    "outreach_contact": ["supervisor", "outreach"],
-    "communication_event": ["supervisor", "outreach", "trainer"],
-    "tip_intake": ["supervisor", "inspector"],
-}
 # Published versions never change, so their parsed specs are kept (push validates every op).
 PUBLISHED_SPEC_CACHE_SIZE = 256
 _published_specs: dict[tuple[int, str], FormSpec] = {}
@@ -224,23 +214,17 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
 
 
 async def publish_templates() -> list[str]:
-    """Publish the programme's forms from forms/templates on a fresh database (idempotent)."""
+    """Publish the programme's forms (forms/programme.py) on a fresh database (idempotent)."""
     published = []
     existing = {row["form_id"] for row in await Form.select(Form.form_id)}
-    for path in sorted(TEMPLATES_DIR.glob("*.xlsx")):
-        if path.stem in existing:  # templates are named by their form_id; parsing is the slow part
+    for form_id in sorted(programme.FORMS):
+        if form_id in existing:  # checked before the workbook is parsed, the slow part
             continue
-        imported = _template(path)
-        form_id = imported.spec.form_id
-        await save_draft(None, imported, roles=TEMPLATE_ROLES.get(form_id, FIELD_ROLES))
+        roles = list(programme.FORMS[form_id].roles)
+        await save_draft(None, programme.template(form_id), roles=roles)
         await publish(None, form_id, PublishRequest())
         published.append(form_id)
     return published
-
-
-@cache
-def _template(path: Path) -> ImportedForm:
-    return import_form(path.read_bytes(), path.name)
 
 
 # ---- reading -----------------------------------------------------------------------------------

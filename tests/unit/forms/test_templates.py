@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
+from forms.programme import FORMS
 from forms.spec import fields_by_name, sensitive_paths
 from forms.templates import build
-from forms.templates.samples import SAMPLES
 from forms.validation import validate_submission
 from forms.xlsform import import_xlsform
 
 TEMPLATES = Path(build.__file__).parent
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
-VALID = SAMPLES
+VALID = {form_id: form.sample for form_id, form in FORMS.items()}
 # One wrong thing per form, and where the error must point.
 INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
     "inspection": ({"kind": "casino"}, "/data/kind", "unknown_choice"),
