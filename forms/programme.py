@@ -5,6 +5,16 @@ The forms themselves are XLSForm workbooks in `forms/templates/<form_id>.xlsx`, 
 spreadsheet by a form designer: pyxform reads them as they are, and the server publishes them on
 a fresh database. What an XLSForm cannot say lives here, and the server, the simulator, the
 benchmarks and the tests all read it from here.
+
+How the forms are built (tests/unit/forms/test_programme.py checks it):
+- the ward is picked by name from `wards.csv` (`select_one_from_file`, `name` = ward code,
+  `label` = ward name), which the server makes for each user from their own wards; the answer,
+  `ward_code`, is the ward the submission belongs to;
+- the record a form updates is picked from its entity list (`select_one_from_file
+  establishments.csv`, searchable, limited to the picked ward); when none is picked the form
+  creates one (entities sheet: `create_if`/`update_if` on the pick, `entity_id` the pick or a
+  new uuid), and picking one fills the fields it saves with its current values (`trigger`);
+- every `save_to` names a property declared in `LISTS`.
 """
 
 from __future__ import annotations

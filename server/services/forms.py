@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,7 +17,7 @@ import msgspec
 from forms import programme
 from forms.diff import diff_specs, incompatible_type_changes
 from forms.spec import entity_lists, with_hash, zone_of
-from forms.validation import validate_submission
+from forms.validation import FileChoices, validate_submission
 from forms.xlsform import FormImportError, FormTooLarge, ImportedForm, import_form
 from schemas.common import ErrorItem
 from schemas.errors import ErrorCode
@@ -32,6 +33,7 @@ from schemas.forms import (
     PublishRequest,
     ValidationResult,
 )
+from schemas.sync import EntityChange
 from server.auth import Principal
 from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
@@ -410,11 +412,35 @@ async def accepting_spec(principal: Principal, form_id: str, version: str) -> Fo
     return await get_spec(None, form_id, version, form=form)
 
 
+def file_choices(principal: Principal, changes: Iterable[EntityChange] = ()) -> FileChoices:
+    """What the files a form picks from hold for this submitter: `wards.csv` their own wards (the
+    scope rule); an entity list the records this submission changes (each change is checked
+    where it is applied). Any other record picked from a list stays undecided, so it is flagged."""
+    changed: dict[str, set[str]] = {}
+    for change in changes:
+        changed.setdefault(programme.list_file(change.list), set()).add(change.entity_id)
+    choices = {name: _holds(ids) for name, ids in changed.items()}
+    choices[programme.WARDS_FILE] = principal.may_see_ward
+    return choices
+
+
+def _holds(ids: set[str]) -> Callable[[str], bool | None]:
+    return lambda value: True if value in ids else None
+
+
 async def validate(
-    form_id: str, version: str, data: dict[str, Any], *, zone: ZoneInfo, language: str = "vi"
+    principal: Principal,
+    form_id: str,
+    version: str,
+    data: dict[str, Any],
+    *,
+    zone: ZoneInfo,
+    language: str = "vi",
 ) -> ValidationResult:
-    """Checks answers as push would for a form completed now, in the form's time zone (else the
-    programme's, `zone`)."""
+    """Checks answers as push would for a form completed now by `principal`, in the form's time
+    zone (else the programme's, `zone`)."""
     spec = await get_spec(None, form_id, version)
     now = _now().astimezone(zone_of(spec, zone))
-    return validate_submission(spec, data, now=now, language=language)
+    return validate_submission(
+        spec, data, now=now, language=language, file_choices=file_choices(principal)
+    )

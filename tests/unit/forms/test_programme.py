@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from forms import programme
+from forms.spec import fields_by_name, walk_fields
 from schemas.identity import ROLES
 from server.services.entity_lists import PROGRAMME_LISTS
 from sync.merge import Policy
@@ -54,3 +57,46 @@ def test_a_role_keeps_the_lists_of_the_forms_it_fills() -> None:
     assert programme.lists_of_role("inspector") == ("establishments", "tips")
     assert programme.lists_of_role("trainer") == ("trainees",)
     assert programme.lists_of_role("outreach") == ("cases",)
+
+
+@pytest.mark.parametrize("form_id", sorted(programme.FORMS))
+def test_the_ward_is_picked_from_the_workers_own_wards_never_typed(form_id: str) -> None:
+    ward = fields_by_name(programme.template(form_id).spec)[programme.WARD_FIELD]
+    assert (ward.type, ward.choice_list, ward.required) == ("select_one", "wards.csv", True)
+    assert not ward.choices_known  # the server fills wards.csv per user
+
+
+PICK = re.compile(r"coalesce\(\$\{(\w+)\}, uuid\(\)\)")
+PREFILL = re.compile(r"instance\('(\w+)'\)/root/item\[name=\$\{(\w+)\}\]/(\w+)")
+
+
+@pytest.mark.parametrize(
+    "form_id", ["inspection", "training_attendance", "outreach_contact", "tip_intake"]
+)
+def test_the_record_to_update_is_picked_from_its_list_else_a_new_one_is_created(
+    form_id: str,
+) -> None:
+    spec = programme.template(form_id).spec
+    fields = fields_by_name(spec)
+    [binding] = spec.entities
+    match = PICK.fullmatch(binding.entity_id or "")
+    assert match, binding.entity_id
+    pick = fields[match[1]]
+    assert (pick.type, pick.choice_list) == ("select_one", f"{binding.list_name}.csv")
+    assert pick.required is False  # none picked: a new record
+    assert pick.choice_filter == "ward_code = ${ward_code}"  # the records of the picked ward
+    assert (binding.create_if, binding.update_if) == (
+        f"${{{pick.name}}} = ''",
+        f"${{{pick.name}}} != ''",
+    )
+    # Picking a record fills the fields it saves with its current values.
+    prefilled = {
+        f.name: PREFILL.fullmatch(f.calculation)
+        for f in walk_fields(spec.fields)
+        if f.calculation and f.type != "calculate"
+    }
+    assert prefilled, form_id
+    for name, found in prefilled.items():
+        assert found, f"{form_id}.{name}: {fields[name].calculation}"
+        assert (found[1], found[2]) == (binding.list_name, pick.name)
+        assert found[3] == fields[name].save_to, name
