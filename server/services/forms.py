@@ -6,7 +6,9 @@ Pure work (parsing, diffs, validation) is in `forms/`; this module owns the tran
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +18,7 @@ import msgspec
 
 from forms import programme
 from forms.diff import diff_specs, incompatible_type_changes
+from forms.odk_validate import Verdict, java_runtime, validate_xforms
 from forms.spec import entity_lists, with_hash, zone_of
 from forms.validation import FileChoices, validate_submission
 from forms.xlsform import FormImportError, FormTooLarge, ImportedForm, import_form
@@ -46,6 +49,12 @@ from server.services.entity_lists import forget_role_lists, register_form_lists
 
 # Who fills an uploaded form until an admin says otherwise (the programme's own: forms/programme.py).
 FIELD_ROLES = ["supervisor", "outreach", "trainer", "inspector"]
+# ODK Validate on an upload: at most this long, and this many JVMs at once (~60 MB and a core each).
+ODK_VALIDATE_SECONDS = 60.0
+_odk_validate_slots = threading.BoundedSemaphore(2)
+# Verdicts by the XForm's sha256 (the same XForm is judged the same way), only decided ones.
+_odk_verdicts: dict[str, Verdict] = {}
+ODK_VERDICT_CACHE_SIZE = 256
 # Published versions never change, so their parsed specs are kept (push validates every op).
 PUBLISHED_SPEC_CACHE_SIZE = 256
 _published_specs: dict[tuple[int, str], FormSpec] = {}
@@ -90,7 +99,38 @@ async def upload_draft(actor: Principal | None, data: bytes, filename: str) -> D
         raise PayloadTooLarge(str(error), code=ErrorCode.XLSFORM_TOO_LARGE) from None
     except FormImportError as error:
         raise import_problem(error) from None
+    imported = await checked_by_odk_validate(imported)
     return await save_draft(actor, imported)
+
+
+async def checked_by_odk_validate(imported: ImportedForm) -> ImportedForm:
+    """The form as ODK Collect's engine loads it (ODK Validate, as Central runs it): refused with
+    JavaRosa's message when it cannot load it; kept with a warning saying the check was skipped
+    where no Java runtime is installed or the check ran out of time."""
+    key = hashlib.sha256(imported.xform.encode()).hexdigest()
+    verdict = _odk_verdicts.get(key)
+    if verdict is None:
+        verdict = await asyncio.to_thread(_odk_validate, imported.xform)
+        if verdict.valid is not None:
+            if len(_odk_verdicts) >= ODK_VERDICT_CACHE_SIZE:
+                _odk_verdicts.pop(next(iter(_odk_verdicts)))
+            _odk_verdicts[key] = verdict
+    if verdict.valid is False:
+        raise BadRequest(
+            f"ODK Collect cannot load this form (ODK Validate): {verdict.message}",
+            code=ErrorCode.XFORM_INVALID,
+            errors=[ErrorItem(path="file", code=ErrorCode.XFORM_INVALID, message=verdict.message)],
+        )
+    if verdict.valid is None:
+        warning = f"Not checked with ODK Validate (JavaRosa): {verdict.message}."
+        return dataclasses.replace(imported, warnings=[*imported.warnings, warning])
+    return imported
+
+
+def _odk_validate(xform: str) -> Verdict:
+    with _odk_validate_slots:
+        [verdict] = validate_xforms([xform], java=java_runtime(), timeout=ODK_VALIDATE_SECONDS)
+    return verdict
 
 
 async def save_draft(
