@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test fuzz lint typecheck unit bench clean migrate
+.PHONY: run test fuzz lint typecheck unit bench clean migrate java
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fieldsync needs Python >= 3.11"'
@@ -45,9 +45,18 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# ODK Validate (JavaRosa, as ODK Collect loads a form) runs on every programme and test form,
+# and tests/oracle compiles a small harness against JavaRosa: Debian's JDK if javac is missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+java:
+	@command -v javac >/dev/null 2>&1 || { \
+		echo "installing default-jdk-headless: ODK Validate and the JavaRosa oracle need Java"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends default-jdk-headless; }
+
 # The suite includes tests/integration/test_fuzz.py: schemathesis against the OpenAPI schema,
 # on SQLite and PostgreSQL, about 25 s each (it prints its cases and checks).
-test: $(VENV)/.installed-test $(ENKETO)/node_modules/.installed lint typecheck
+test: $(VENV)/.installed-test $(ENKETO)/node_modules/.installed java lint typecheck
 	$(BIN)/python -m pytest
 
 # A longer schemathesis run; FUZZ_SEED=n explores other cases.

@@ -6,7 +6,7 @@ tablet app's developers, so it favours plain code over cleverness. One `SyncClie
     client = SyncClient(http, device_id=device_id, store_path="device.db")
     await client.login("lan.inspector", password)
     entity_id, change = client.create_entity("establishments", {"business_name": "Quán X"})
-    client.submit("inspection", "2026010101", "00070", data, entities=[change])
+    client.submit("inspection", "2026113001", "00070", data, entities=[change])
     await client.sync()                       # push the outbox, then pull every page
 
 The local store is `device/store.py`, the HTTP with retries and tokens `device/transport.py`.

@@ -36,22 +36,23 @@ import httpx
 import msgspec
 
 from device.client import LocalEntity, SyncClient, SyncUnavailable
-from forms.templates.samples import inspection_answers
+from forms import programme
 from schemas.sync import OpResult, PushResponse
 
 FORM_ID = "inspection"
-FORM_VERSION = "2026010101"
+FORM_VERSION = programme.form_version(FORM_ID)
 LIST = "establishments"
-# What each role reads (server/services/entity_lists.py, from the forms the role fills).
-ROLE_LISTS = {"inspector": ("establishments", "tips")}
+ROLE = "inspector"
+# What the role reads (as the server derives it: the lists of the forms the role fills).
+ROLE_LISTS = {ROLE: programme.lists_of_role(ROLE)}
 DEVICES_PER_WARD = 5
 
-RISK = ("low", "medium", "high")  # manual policy: concurrent edits open a conflict
-RESULTS = ("compliant", "violation_found", "closed", "not_accessible")  # lww
-MANAGED = ("yes", "no")  # lww
-VIOLATIONS = ("prostitution", "no_licence", "guest_register", "opening_hours", "other")  # set
+RISK = programme.choice_names(FORM_ID, "risk_class")  # manual policy: edits conflict
+RESULTS = programme.choice_names(FORM_ID, "result")  # lww
+MANAGED = programme.choice_names(FORM_ID, "managed")  # lww
+VIOLATIONS = programme.choice_names(FORM_ID, "violations")  # set
 # Valid `inspection` data; the entity changes the ops carry are what the simulation varies.
-INSPECTION_DATA = inspection_answers(violations=["no_licence"])
+INSPECTION_DATA = programme.inspection_answers(violations=["no_licence"])
 
 
 class FaultyTransport(httpx.AsyncBaseTransport):

@@ -4,13 +4,15 @@ Submission data: groups are nested objects, repeats are lists of objects, select
 of choice names or a space-separated string, geopoint is "lat lon [alt [accuracy]]".
 Error paths are XForm paths with a 1-based position per repeat instance:
 `/data/visit/violations[2]/kind`. A rule the evaluator cannot evaluate is listed in
-`not_checked` and never rejects the submission.
+`not_checked` and never rejects the submission; so is an answer picked from a file
+(`select_one_from_file wards.csv`) unless the caller says what that file holds for the submitter.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from functools import lru_cache
@@ -36,6 +38,11 @@ _MESSAGES: dict[str, dict[str, str]] = {
     "unknown_choice": {"vi": "Lựa chọn không có trong danh sách", "en": "Not one of the choices"},
     "wrong_type": {"vi": "Sai kiểu dữ liệu, cần", "en": "Wrong type of value, expected"},
 }
+
+
+# What the caller knows of the choices a form picks from a file, by file name (`wards.csv`): per
+# answer, True (one of them), False (not one of them) or None (not known: flagged, not rejected).
+FileChoices = Mapping[str, Callable[[str], bool | None]]
 
 
 @lru_cache(maxsize=4096)
@@ -153,6 +160,7 @@ class _Run:
     now: datetime
     language: str
     references: dict[str, str]  # ${name} -> the field's path
+    file_choices: FileChoices = field(default_factory=dict)
     errors: list[ErrorItem] = field(default_factory=list)
     not_checked: list[NotChecked] = field(default_factory=list)
 
@@ -255,24 +263,32 @@ class _Run:
             )
             return
         if f.type in ("select_one", "select_multiple"):
+            picked = [str(value)] if f.type == "select_one" else (_as_choices(value) or [])
             if not f.choices_known:
-                self.not_checked.append(
-                    NotChecked(path=path, rule="choices", reason="choices come from a file")
-                )
+                unknown = self.picked_from_file(f, picked, path)
             else:
                 allowed = {c.name for c in f.choices}
-                picked = [str(value)] if f.type == "select_one" else (_as_choices(value) or [])
                 unknown = [p for p in picked if p not in allowed]
-                if unknown:
-                    self.error(
-                        path,
-                        ErrorCode.UNKNOWN_CHOICE,
-                        f"{_message('unknown_choice', self.language)}: {', '.join(unknown)}",
-                    )
-                    return
+            if unknown:
+                self.error(
+                    path,
+                    ErrorCode.UNKNOWN_CHOICE,
+                    f"{_message('unknown_choice', self.language)}: {', '.join(unknown)}",
+                )
+                return
         if f.constraint and self.check("constraint", f.constraint, element) is False:
             message = _form_message(f.constraint_message, self.language, self.spec.default_language)
             self.error(path, ErrorCode.CONSTRAINT, message or _message("constraint", self.language))
+
+    def picked_from_file(self, f: Field, picked: list[str], path: str) -> list[str]:
+        """The answers the file is known not to hold; a flag when some are not known either way."""
+        judge = self.file_choices.get(f.choice_list or "")
+        verdicts = [(p, judge(p) if judge is not None else None) for p in picked]
+        if any(verdict is None for _, verdict in verdicts):
+            self.not_checked.append(
+                NotChecked(path=path, rule="choices", reason="choices come from a file")
+            )
+        return [p for p, verdict in verdicts if verdict is False]
 
     def required(self, f: Field, element: expressions.Element, relevant: bool | None) -> None:
         if f.required is False or f.type == "calculate":
@@ -298,12 +314,24 @@ def _clear(element: expressions.Element) -> None:
 
 
 def validate_submission(
-    spec: FormSpec, data: dict[str, Any], *, now: datetime, language: str = "vi"
+    spec: FormSpec,
+    data: dict[str, Any],
+    *,
+    now: datetime,
+    language: str = "vi",
+    file_choices: FileChoices | None = None,
 ) -> ValidationResult:
     """Check a submission's data; messages in `language`, the form's own message first.
 
-    `now` is when the form was completed, aware, in the form's time zone: today() is its date."""
-    run = _Run(spec=spec, now=now, language=language, references=_references(spec))
+    `now` is when the form was completed, aware, in the form's time zone: today() is its date.
+    `file_choices` judges answers picked from the files it names (others are flagged)."""
+    run = _Run(
+        spec=spec,
+        now=now,
+        language=language,
+        references=_references(spec),
+        file_choices=file_choices or {},
+    )
     root = instance_tree(spec, data)
     if not isinstance(data, dict):
         run.error(f"/{root.name}", "wrong_type", f"{_message('wrong_type', language)} object")

@@ -151,7 +151,9 @@ class _XFormReader:
         )
         instance = self.secondary.get(match.group(1)) if match else None
         if match is None or instance is None or instance.get("src"):
-            return [], match.group(1) if match else None, False
+            # Choices from a file are known by its name (`jr://file-csv/wards.csv` → wards.csv).
+            src = instance.get("src", "") if instance is not None else ""
+            return [], src.rsplit("/", 1)[-1] or (match.group(1) if match else None), False
         choices = []
         for item in instance.iter(f"{XF}item"):
             itext_id = item.findtext(f"{XF}itextId")

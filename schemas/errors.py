@@ -60,6 +60,7 @@ class ErrorCode(StrEnum):
     # Forms.
     XLSFORM_INVALID = "xlsform_invalid"
     XLSFORM_TOO_LARGE = "xlsform_too_large"
+    XFORM_INVALID = "xform_invalid"  # ODK Validate: ODK Collect could not load the form
     NO_DRAFT = "no_draft"
     VERSION_REQUIRED = "version_required"
     VERSION_EXISTS = "version_exists"

@@ -52,6 +52,7 @@ class Field(msgspec.Struct, kw_only=True, omit_defaults=True):
     source_type: str = ""
     labels: Labels = msgspec.field(default_factory=dict)
     hint: Labels = msgspec.field(default_factory=dict)
+    # The choices sheet's list_name; for choices from a file, the file's name (`wards.csv`).
     choice_list: str | None = None
     choices: list[Choice] = msgspec.field(default_factory=list)
     # False when choices come from a file or another instance the server cannot see.

@@ -10,9 +10,9 @@ import time
 import uuid
 from typing import Any
 
-from forms.templates.samples import inspection_answers
+from forms.programme import form_version, inspection_answers
 
-FORM_VERSION = "2026010101"  # the programme's inspection form, published at startup
+FORM_VERSION = form_version("inspection")  # the programme's inspection form, published at startup
 LIST = "establishments"
 INSPECTION_DATA = inspection_answers()
 

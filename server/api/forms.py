@@ -238,4 +238,6 @@ class FormController(Controller):
         data: JSONBody[ValidateRequest],
     ) -> ValidationResult:
         zone = settings_of(request).zone
-        return await forms.validate(form_id, version, data.data, zone=zone, language=data.language)
+        return await forms.validate(
+            admin, form_id, version, data.data, zone=zone, language=data.language
+        )

@@ -1,4 +1,4 @@
-"""Entity lists: the programme's own (declared here, with merge policies) and those forms declare.
+"""Entity lists: the programme's own (forms/programme.py, with merge policies) and those forms declare.
 
 A form may declare a new list the XLSForm way (entities sheet + save_to); its properties then
 default to `lww`. Which lists a role reads and writes follows from the forms the role fills.
@@ -8,82 +8,19 @@ from __future__ import annotations
 
 import msgspec
 
+from forms import programme
 from forms.spec import fields_by_path
 from schemas.forms import FormSpec
 from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
 from server.db.tables_sync import EntityListRow
 from server.permissions import role_can
-from sync.merge import EntityListDef, Policy, PropertyDef
+from sync.merge import EntityListDef, PropertyDef
 
-P = PropertyDef
-_YES_NO = P(type="select_one")
-
-# The programme's lists (DOMAIN.md). Policies: what a supervisor would expect when two people
-# edit the same record offline.
+# The programme's lists, declared in forms/programme.py with the shape of EntityListDef.
 PROGRAMME_LISTS: dict[str, EntityListDef] = {
-    "establishments": EntityListDef(
-        name="establishments",
-        properties={
-            "ward_code": P(type="text"),
-            "business_name": P(type="text"),
-            "kind": P(type="select_one"),
-            "address": P(type="text"),
-            # A risk class is a judgement: two inspectors disagreeing is for a supervisor.
-            "risk_class": P(type="select_one", policy=Policy.MANUAL),
-            "managed": _YES_NO,
-            "last_inspection_date": P(type="date"),
-            "result": P(type="select_one"),
-            "violations": P(type="select_multiple", policy=Policy.SET),
-        },
-        natural_key=("ward_code", "business_name", "address"),
-    ),
-    "trainees": EntityListDef(
-        name="trainees",
-        properties={
-            "ward_code": P(type="text"),
-            "staff_id": P(type="text"),
-            "full_name": P(type="text"),
-            "level": P(type="select_one"),
-            "unit": P(type="text"),
-            # Once trained, a concurrent "not yet" does not undo it.
-            "trained": P(type="select_one", policy=Policy.RANK, rank_order=("no", "yes")),
-            "trained_date": P(type="date"),
-        },
-        natural_key=("staff_id",),
-    ),
-    "cases": EntityListDef(
-        name="cases",
-        properties={
-            "ward_code": P(type="text"),
-            "client_code": P(type="text"),
-            "needs": P(type="select_multiple", policy=Policy.SET),
-            "eligible": P(type="select_one", policy=Policy.MANUAL),
-            "status": P(type="select_one"),
-        },
-        natural_key=("client_code",),
-    ),
-    "tips": EntityListDef(
-        name="tips",
-        properties={
-            "ward_code": P(type="text"),
-            "kind": P(type="select_one"),
-            "source_channel": P(type="select_one"),
-            "summary": P(type="text"),
-            # Handling only moves forward: received < verified < classified < handled.
-            "status": P(
-                type="select_one",
-                policy=Policy.RANK,
-                rank_order=("received", "verified", "classified", "handled"),
-            ),
-            "received_at": P(type="datetime"),
-            "verified_at": P(type="datetime"),
-            "classification": P(type="select_one", policy=Policy.MANUAL),
-            "classified_at": P(type="datetime"),
-            "handled_at": P(type="datetime"),
-            "handling_result": P(type="text"),
-        },
-    ),
+    name: msgspec.convert(msgspec.to_builtins(declared), EntityListDef)
+    for name, declared in programme.LISTS.items()
 }
 
 _FIELD_TO_PROPERTY_TYPE = {

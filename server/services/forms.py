@@ -6,18 +6,21 @@ Pure work (parsing, diffs, validation) is in `forms/`; this module owns the tran
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import threading
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 
+from forms import programme
 from forms.diff import diff_specs, incompatible_type_changes
+from forms.odk_validate import Verdict, java_runtime, validate_xforms
 from forms.spec import entity_lists, with_hash, zone_of
-from forms.validation import validate_submission
+from forms.validation import FileChoices, validate_submission
 from forms.xlsform import FormImportError, FormTooLarge, ImportedForm, import_form
 from schemas.common import ErrorItem
 from schemas.errors import ErrorCode
@@ -33,6 +36,7 @@ from schemas.forms import (
     PublishRequest,
     ValidationResult,
 )
+from schemas.sync import EntityChange
 from server.auth import Principal
 from server.db.engine import current_engine, transaction
 from server.db.json_columns import from_json, to_json
@@ -43,17 +47,14 @@ from server.services import audit
 from server.services import changes as change_log
 from server.services.entity_lists import forget_role_lists, register_form_lists
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "forms" / "templates"
+# Who fills an uploaded form until an admin says otherwise (the programme's own: forms/programme.py).
 FIELD_ROLES = ["supervisor", "outreach", "trainer", "inspector"]
-# Who fills the programme's own forms (DOMAIN.md "Who uses it"); supervisors may fill every form.
-TEMPLATE_ROLES: dict[str, list[str]] = {
-    "inspection": ["supervisor", "inspector"],
-    "training_session": ["supervisor", "trainer"],
-    "training_attendance": ["supervisor", "trainer"],
-    "outreach_contact": ["supervisor", "outreach"],
-    "communication_event": ["supervisor", "outreach", "trainer"],
-    "tip_intake": ["supervisor", "inspector"],
-}
+# ODK Validate on an upload: at most this long, and this many JVMs at once (~60 MB and a core each).
+ODK_VALIDATE_SECONDS = 60.0
+_odk_validate_slots = threading.BoundedSemaphore(2)
+# Verdicts by the XForm's sha256 (the same XForm is judged the same way), only decided ones.
+_odk_verdicts: dict[str, Verdict] = {}
+ODK_VERDICT_CACHE_SIZE = 256
 # Published versions never change, so their parsed specs are kept (push validates every op).
 PUBLISHED_SPEC_CACHE_SIZE = 256
 _published_specs: dict[tuple[int, str], FormSpec] = {}
@@ -98,7 +99,38 @@ async def upload_draft(actor: Principal | None, data: bytes, filename: str) -> D
         raise PayloadTooLarge(str(error), code=ErrorCode.XLSFORM_TOO_LARGE) from None
     except FormImportError as error:
         raise import_problem(error) from None
+    imported = await checked_by_odk_validate(imported)
     return await save_draft(actor, imported)
+
+
+async def checked_by_odk_validate(imported: ImportedForm) -> ImportedForm:
+    """The form as ODK Collect's engine loads it (ODK Validate, as Central runs it): refused with
+    JavaRosa's message when it cannot load it; kept with a warning saying the check was skipped
+    where no Java runtime is installed or the check ran out of time."""
+    key = hashlib.sha256(imported.xform.encode()).hexdigest()
+    verdict = _odk_verdicts.get(key)
+    if verdict is None:
+        verdict = await asyncio.to_thread(_odk_validate, imported.xform)
+        if verdict.valid is not None:
+            if len(_odk_verdicts) >= ODK_VERDICT_CACHE_SIZE:
+                _odk_verdicts.pop(next(iter(_odk_verdicts)))
+            _odk_verdicts[key] = verdict
+    if verdict.valid is False:
+        raise BadRequest(
+            f"ODK Collect cannot load this form (ODK Validate): {verdict.message}",
+            code=ErrorCode.XFORM_INVALID,
+            errors=[ErrorItem(path="file", code=ErrorCode.XFORM_INVALID, message=verdict.message)],
+        )
+    if verdict.valid is None:
+        warning = f"Not checked with ODK Validate (JavaRosa): {verdict.message}."
+        return dataclasses.replace(imported, warnings=[*imported.warnings, warning])
+    return imported
+
+
+def _odk_validate(xform: str) -> Verdict:
+    with _odk_validate_slots:
+        [verdict] = validate_xforms([xform], java=java_runtime(), timeout=ODK_VALIDATE_SECONDS)
+    return verdict
 
 
 async def save_draft(
@@ -224,23 +256,17 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
 
 
 async def publish_templates() -> list[str]:
-    """Publish the programme's forms from forms/templates on a fresh database (idempotent)."""
+    """Publish the programme's forms (forms/programme.py) on a fresh database (idempotent)."""
     published = []
     existing = {row["form_id"] for row in await Form.select(Form.form_id)}
-    for path in sorted(TEMPLATES_DIR.glob("*.xlsx")):
-        if path.stem in existing:  # templates are named by their form_id; parsing is the slow part
+    for form_id in sorted(programme.FORMS):
+        if form_id in existing:  # checked before the workbook is parsed, the slow part
             continue
-        imported = _template(path)
-        form_id = imported.spec.form_id
-        await save_draft(None, imported, roles=TEMPLATE_ROLES.get(form_id, FIELD_ROLES))
+        roles = list(programme.FORMS[form_id].roles)
+        await save_draft(None, programme.template(form_id), roles=roles)
         await publish(None, form_id, PublishRequest())
         published.append(form_id)
     return published
-
-
-@cache
-def _template(path: Path) -> ImportedForm:
-    return import_form(path.read_bytes(), path.name)
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -426,11 +452,35 @@ async def accepting_spec(principal: Principal, form_id: str, version: str) -> Fo
     return await get_spec(None, form_id, version, form=form)
 
 
+def file_choices(principal: Principal, changes: Iterable[EntityChange] = ()) -> FileChoices:
+    """What the files a form picks from hold for this submitter: `wards.csv` their own wards (the
+    scope rule); an entity list the records this submission changes (each change is checked
+    where it is applied). Any other record picked from a list stays undecided, so it is flagged."""
+    changed: dict[str, set[str]] = {}
+    for change in changes:
+        changed.setdefault(programme.list_file(change.list), set()).add(change.entity_id)
+    choices = {name: _holds(ids) for name, ids in changed.items()}
+    choices[programme.WARDS_FILE] = principal.may_see_ward
+    return choices
+
+
+def _holds(ids: set[str]) -> Callable[[str], bool | None]:
+    return lambda value: True if value in ids else None
+
+
 async def validate(
-    form_id: str, version: str, data: dict[str, Any], *, zone: ZoneInfo, language: str = "vi"
+    principal: Principal,
+    form_id: str,
+    version: str,
+    data: dict[str, Any],
+    *,
+    zone: ZoneInfo,
+    language: str = "vi",
 ) -> ValidationResult:
-    """Checks answers as push would for a form completed now, in the form's time zone (else the
-    programme's, `zone`)."""
+    """Checks answers as push would for a form completed now by `principal`, in the form's time
+    zone (else the programme's, `zone`)."""
     spec = await get_spec(None, form_id, version)
     now = _now().astimezone(zone_of(spec, zone))
-    return validate_submission(spec, data, now=now, language=language)
+    return validate_submission(
+        spec, data, now=now, language=language, file_choices=file_choices(principal)
+    )

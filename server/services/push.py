@@ -42,7 +42,7 @@ from server.services import conflicts, entities
 from server.services.blobs import missing_blobs
 from server.services.entity_lists import get_list, lists_for_role
 from server.services.entity_store import EntityBatch
-from server.services.forms import accepting_spec
+from server.services.forms import accepting_spec, file_choices
 from server.text_rules import control_characters_of, json_member, scrubbed
 from sync.hlc import DEFAULT_MAX_SKEW_MS, HLC, is_too_far_ahead
 
@@ -426,7 +426,12 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 )
             )
         else:
-            validation = validate_submission(spec, sub.data, now=ctx.fill_time(sub, spec))
+            validation = validate_submission(
+                spec,
+                sub.data,
+                now=ctx.fill_time(sub, spec),
+                file_choices=file_choices(principal, sub.entities),
+            )
             errors.extend(
                 ErrorItem(path=data_path(e.path), code=e.code, message=e.message)
                 for e in validation.errors

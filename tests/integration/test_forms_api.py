@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from forms.odk_validate import java_runtime
 from forms.xlsform import MAX_XLSX_UNPACKED_BYTES
 from server.db.tables_forms import Form, FormVersion
 from tests.helpers import XLSX, Api, assert_problem, unique
@@ -281,6 +282,59 @@ async def test_bad_uploads_are_clear_and_store_nothing(
         assert problem["errors"], problem
         assert all(e["message"] for e in problem["errors"])
     assert (await Form.count(), await FormVersion.count()) == (forms_before, versions_before)
+
+
+def undeclared_list_form(form_id: str) -> bytes:
+    """An entity update whose record is typed in: the list its entity block reads is never
+    declared, so ODK Collect cannot load the form (the programme's forms before issue 12)."""
+    return xlsform(
+        [q("text", "existing", required="yes"), q("text", "note", save_to="note")],
+        form_id=form_id,
+        entities=[
+            {
+                "list_name": "people",
+                "label": "${note}",
+                "update_if": "true()",
+                "entity_id": "${existing}",
+            }
+        ],
+    )
+
+
+async def test_a_form_odk_collect_cannot_load_is_refused_with_javarosas_message(api: Api) -> None:
+    if java_runtime() is None:
+        pytest.skip(
+            "no Java runtime, so no ODK Validate: `make test` installs default-jre-headless"
+        )
+    forms_before, versions_before = await Form.count(), await FormVersion.count()
+
+    response = await upload(api, undeclared_list_form(unique("undeclared_")))
+
+    problem = assert_problem(response, 400, "xform_invalid")
+    assert "Instance referenced by instance(people)" in problem["detail"]
+    [item] = problem["errors"]
+    assert (item["path"], item["code"]) == ("file", "xform_invalid")
+    assert "instance(people)" in item["message"] and "\tat " not in item["message"]
+    assert (await Form.count(), await FormVersion.count()) == (forms_before, versions_before)
+
+    checked = await upload(api, visit_form(unique("checked_")))
+    assert checked.status_code == 201, checked.text
+    assert not any("ODK Validate" in w for w in checked.json()["draft"]["warnings"])
+
+
+async def test_without_java_a_form_is_kept_and_says_it_was_not_checked(
+    api: Api, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java there
+    form_id = unique("unchecked_")
+
+    response = await upload(api, undeclared_list_form(form_id))
+
+    assert response.status_code == 201, response.text
+    assert response.json()["draft"]["warnings"] == [
+        "Not checked with ODK Validate (JavaRosa): no Java runtime is installed."
+    ]
+    assert (await publish(api, form_id)).status_code == 201
 
 
 async def test_duplicate_name_error_names_sheet_and_row(api: Api) -> None:

@@ -19,11 +19,11 @@ from server.db.tables_sync import Entity, Submission
 from server.services.entity_store import state_of
 from tests.conftest import Backend
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api
-from tests.ops import INSPECTION_DATA
+from tests.ops import FORM_VERSION, INSPECTION_DATA
 
 pytestmark = pytest.mark.db
 
-VERSION = "2026010101"
+VERSION = FORM_VERSION
 
 
 class Tablet:

@@ -4,6 +4,7 @@ decide is accepted and flagged, and supervisors of the submission's ward see the
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -120,3 +121,37 @@ async def test_a_limit_out_of_range_is_a_problem(api: Api, limit: str) -> None:
     )
     problem = assert_problem(response, 400, "validation_failed")
     assert [e["path"] for e in problem["errors"]] == ["query.limit"]
+
+
+async def test_picks_from_the_files_the_server_makes_are_decided_not_flagged(api: Api) -> None:
+    """The programme's inspection: the ward comes from wards.csv (the worker's own wards) and the
+    establishment from establishments.csv (checked through the entity change it carries)."""
+    tablet = Device(api.http, await api.user_session("inspector", [HOAN_KIEM]))
+    created = tablet.inspection(HOAN_KIEM, properties={"business_name": "Quán Mới"})
+    entity_id = created["submission"]["entities"][0]["entity_id"]
+    assert (await push_one(tablet, created))["flags"] == 0
+
+    update = tablet.inspection(
+        HOAN_KIEM,
+        entity_id=entity_id,
+        action="update",
+        base_version=1,
+        properties={"risk_class": "low"},
+        base_properties={"risk_class": None},
+        data={"establishment": entity_id},
+    )
+    result = await push_one(tablet, update)
+    assert (result["status"], result["errors"], result["flags"]) == ("applied", [], 0)
+
+    # A pick the submission does not change cannot be judged here: accepted and flagged.
+    elsewhere = tablet.inspection(HOAN_KIEM, data={"establishment": str(uuid.uuid4())})
+    result = await push_one(tablet, elsewhere)
+    assert (result["status"], result["flags"]) == ("applied", 1)
+
+    # The submission's answer names a ward the worker does not have.
+    foreign = tablet.inspection(HOAN_KIEM, data={"ward_code": BA_DINH})
+    result = await push_one(tablet, foreign)
+    assert result["status"] == "rejected"
+    assert [(e["path"], e["code"]) for e in result["errors"]] == [
+        ("$.submission.data.ward_code", "unknown_choice")
+    ]

@@ -105,7 +105,10 @@ CORPUS: dict[str, Case] = {
         entities=[{"list_name": "people", "label": "${code}"}],
     ),
     "entity_update": Case(
-        [q("text", "existing", required="yes"), q("select_one yn", "active", save_to="active")],
+        [
+            q("select_one_from_file people.csv", "existing", required="yes"),
+            q("select_one yn", "active", save_to="active"),
+        ],
         [{"existing": "0190c4b0-0000-7000-8000-000000000001", "active": "no"}],
         [({"existing": "e1", "active": "maybe"}, [("/data/active", "unknown_choice")])],
         YN,

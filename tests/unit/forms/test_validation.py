@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from forms.validation import validate_submission
+from forms.xform import import_xform
 from forms.xlsform import import_xlsform
 from schemas.forms import FormSpec
 from tests.unit.forms.test_import import ALL_TYPES, COLOURS
@@ -162,3 +163,50 @@ def test_an_expression_the_evaluator_cannot_handle_is_not_checked() -> None:
 
 def test_non_object_submission_is_rejected_not_crashed() -> None:
     assert errors(ALL_TYPES_SPEC, ["not", "a", "dict"]) == [("/data", "wrong_type")]  # type: ignore[arg-type]
+
+
+# Answers picked from a file: the ward picker (wards.csv) and an entity list (people.csv).
+FROM_FILES = spec_of(
+    [
+        q("select_one_from_file wards.csv", "ward", required="yes"),
+        q("select_multiple_from_file people.csv", "people"),
+    ]
+)
+MY_WARDS = {"00004", "00070"}
+
+
+def file_checks(data: dict, **file_choices) -> tuple[list[tuple[str, str]], list[str]]:  # type: ignore[no-untyped-def,type-arg]
+    result = validate_submission(FROM_FILES, data, now=NOW, file_choices=file_choices)
+    return [(e.path, e.code) for e in result.errors], [n.path for n in result.not_checked]
+
+
+def test_a_choice_from_a_file_nobody_describes_is_flagged_not_rejected() -> None:
+    assert file_checks({"ward": "99999", "people": "a b"}) == ([], ["/data/ward", "/data/people"])
+
+
+def test_the_caller_decides_what_a_file_holds_for_the_submitter() -> None:
+    wards = {"wards.csv": lambda code: code in MY_WARDS}
+    assert file_checks({"ward": "00070"}, **wards) == ([], [])
+    assert file_checks({"ward": "99999"}, **wards) == ([("/data/ward", "unknown_choice")], [])
+    assert file_checks({"ward": ""}, **wards) == ([("/data/ward", "required")], [])
+
+
+def test_answers_a_caller_cannot_judge_are_still_flagged() -> None:
+    # The caller knows only the people this submission changes; someone else stays undecided.
+    people = {"people.csv": lambda name: True if name == "p1" else None}
+    assert file_checks({"ward": "00004", "people": "p1"}, **people) == ([], ["/data/ward"])
+    assert file_checks({"ward": "00004", "people": "p1 p2"}, **people) == (
+        [],
+        ["/data/ward", "/data/people"],
+    )
+
+
+def test_the_xform_names_the_file_its_choices_come_from() -> None:
+    workbook = xlsform([q("select_one_from_file wards.csv", "ward")])
+    xform = import_xlsform(workbook, "f.xlsx").xform
+    [ward] = [f for f in import_xform(xform.encode(), "f.xml").spec.fields if f.name == "ward"]
+    assert (ward.choice_list, ward.choices_known) == ("wards.csv", False)
+    assert (FROM_FILES.fields[0].choice_list, FROM_FILES.fields[0].choices_known) == (
+        "wards.csv",
+        False,
+    )
