@@ -15,7 +15,7 @@ import httpx
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from tests.helpers import BA_DINH, HOAN_KIEM, Api
+from tests.helpers import BA_DINH, HOAN_KIEM, Api, unique
 from tests.integration.openrosa.collect import (
     MANIFEST,
     XFORMS_LIST,
@@ -25,6 +25,7 @@ from tests.integration.openrosa.collect import (
     openrosa_message,
     xml,
 )
+from tests.unit.forms.xlsforms import xlsform
 
 VALIDATE_JAR = (
     Path(pytest.importorskip("pyxform").__file__).parent
@@ -78,8 +79,21 @@ async def test_the_form_list_offers_open_forms_the_user_fills_with_the_hash_of_t
         # Collect's identity of a form is the md5 of the file: it must equal the list's hash.
         assert entry["hash"] == md5(download.content), entry["formID"]
         assert fromstring(download.content).tag == "{http://www.w3.org/1999/xhtml}html"
-    # A form without media has no manifestUrl (Collect would fetch it on every refresh).
-    assert "manifestUrl" not in listed["outreach_contact"]
+    # The programme's forms pick the ward from wards.csv, so they have a manifest; a form without
+    # media has none (Collect would fetch it on every refresh).
+    assert "manifestUrl" in listed["outreach_contact"]
+    plain = unique("plain_")
+    await api.publish_xlsform(
+        xlsform(
+            [{"type": "text", "name": "remark", "label": "Remark"}],
+            form_id=plain,
+            plain_labels=True,
+        )
+    )
+    relisted = {
+        e["formID"]: e for e in entries(xml(await collect.form_list()), XFORMS_LIST, "xform")
+    }
+    assert plain in relisted and "manifestUrl" not in relisted[plain]
 
 
 async def test_form_id_narrows_the_list_and_closed_forms_leave_it(
