@@ -103,7 +103,7 @@ class Clock:
         if physical > self._wall:
             self._wall, self._counter = physical, 0
         else:
-            self._advance_counter()
+            self._wall, self._counter = _after(self._wall, self._counter)
         return self.last
 
     tick = send
@@ -114,20 +114,21 @@ class Clock:
         physical = self._now_ms()
         wall = max(self._wall, other.wall_ms, physical)
         if wall == self._wall and wall == other.wall_ms:
-            self._counter = max(self._counter, other.counter)
-            self._advance_counter()
+            self._wall, self._counter = _after(wall, max(self._counter, other.counter))
         elif wall == self._wall:
-            self._advance_counter()
+            self._wall, self._counter = _after(wall, self._counter)
         elif wall == other.wall_ms:
-            self._wall, self._counter = wall, other.counter
-            self._advance_counter()
+            self._wall, self._counter = _after(wall, other.counter)
         else:
             self._wall, self._counter = wall, 0
         return self.last
 
-    def _advance_counter(self) -> None:
-        # On counter overflow borrow the next millisecond: order and format both stay valid.
-        if self._counter >= MAX_COUNTER:
-            self._wall, self._counter = self._wall + 1, 0
-        else:
-            self._counter += 1
+
+def _after(wall: int, counter: int) -> tuple[int, int]:
+    """The next timestamp: the counter's next value, or on overflow the next millisecond (order
+    and format both stay valid). Nothing comes after the last one of the range (year 2286)."""
+    if counter < MAX_COUNTER:
+        return wall, counter + 1
+    if wall < MAX_WALL_MS:
+        return wall + 1, 0
+    raise HLCInvalid("no timestamp comes after the end of the clock's range")

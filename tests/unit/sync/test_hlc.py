@@ -6,6 +6,8 @@ from hypothesis import strategies as st
 
 from sync.hlc import (
     HLC,
+    MAX_COUNTER,
+    MAX_WALL_MS,
     Clock,
     ClockSkew,
     HLCInvalid,
@@ -77,12 +79,25 @@ def test_clock_is_strictly_monotonic_and_after_what_it_received(steps: list) -> 
         if kind == "send":
             stamp = clock.send()
         else:
-            stamp = clock.receive(remote.format())
+            try:
+                stamp = clock.receive(remote.format())
+            except HLCInvalid:  # only the very end of the range has no successor
+                assert (remote.wall_ms, remote.counter) == (MAX_WALL_MS, MAX_COUNTER)
+                continue
             assert stamp > remote.format() or HLC.parse(stamp) > remote
         assert stamp > previous
         assert HLC.parse(stamp).node == "device-a"
         assert wall_ms(stamp) >= time.now  # never behind the physical clock
         previous = stamp
+
+
+def test_nothing_is_issued_after_the_last_timestamp_of_the_range() -> None:
+    # Found by the property above: a remote stamp at the very end of the range (year 2286) has
+    # no successor; the clock refuses it rather than issue an invalid stamp.
+    clock = Clock("device-a", FakeTime(1_700_000_000_000))
+    with pytest.raises(HLCInvalid):
+        clock.receive(HLC(MAX_WALL_MS, MAX_COUNTER, "device-b").format())
+    assert HLC.parse(clock.last).wall_ms < MAX_WALL_MS  # the clock itself did not move
 
 
 def test_send_resets_counter_when_physical_time_advances() -> None:
