@@ -69,6 +69,9 @@ class ErrorCode(StrEnum):
     FORM_FORBIDDEN = "form_forbidden"
     FORM_CLOSED = "form_closed"
     SUBMISSION_NOT_FOUND = "submission_not_found"
+    # OpenRosa submissions (POST /submission): the multipart body and its instance XML.
+    SUBMISSION_XML_MISSING = "submission_xml_missing"
+    SUBMISSION_XML_INVALID = "submission_xml_invalid"
     # Submission validation (items at the answer's path).
     CONSTRAINT = "constraint"
     UNKNOWN_FIELD = "unknown_field"
