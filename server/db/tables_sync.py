@@ -29,6 +29,10 @@ class Submission(Table, tablename="submission"):
     errors = JSON(default=[])
     # Rules push accepted without deciding (schemas.sync.SubmissionFlag); never a reason to reject.
     flags = JSON(default=[])
+    # OpenRosa (ODK Collect): the blob holding the instance XML as received; null for a push.
+    xml_sha256 = Varchar(length=64, null=True, default=None)
+    # What came with an OpenRosa submission: deviceID, User-Agent, an encrypted form's key.
+    envelope = JSON(default={})
 
 
 class SubmissionAttachment(Table, tablename="submission_attachment"):
@@ -36,6 +40,7 @@ class SubmissionAttachment(Table, tablename="submission_attachment"):
 
     id = BigSerial(primary_key=True)
     instance_id = Varchar(length=64, index=True)
+    # "" while a file an OpenRosa submission names has not arrived (Collect may send it later).
     sha256 = Varchar(length=64, index=True)
     name = Varchar(length=255)
     size = BigInt()
