@@ -29,7 +29,7 @@ class BlobCheckResult(msgspec.Struct, frozen=True):
     missing: list[str]
 
 
-class AttachmentStatus(msgspec.Struct, frozen=True):
+class AttachmentStatus(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a supervisor sees for one submission: "2 of 3 files received". `missing` are the
     hashes not received yet; `missing_files` the names of files an OpenRosa submission (ODK
     Collect) named whose bytes have not arrived, so their hash is not known yet."""

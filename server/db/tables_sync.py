@@ -97,6 +97,17 @@ class Entity(Table, tablename="entity"):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
+class EntityVersion(Table, tablename="entity_version"):
+    """What an entity held at each version it reached: an OpenRosa update names only the version
+    it started from (`baseVersion`), and the merge reads the values it saw there (the native
+    protocol's `base_properties`). Versions passed through inside one push are not kept."""
+
+    key = Varchar(length=48, primary_key=True)  # "<entity_id>:<version>"
+    entity_id = Varchar(length=36)
+    version = Integer()
+    content = JSON()  # {"label": ..., "properties": {...}}
+
+
 class ConflictRow(Table, tablename="conflict"):
     id = Varchar(length=36, primary_key=True)
     list = Varchar(length=63, index=True)
@@ -147,6 +158,7 @@ SYNC_TABLES: list[type[Table]] = [
     OpLedger,
     EntityListRow,
     Entity,
+    EntityVersion,
     ConflictRow,
     ChangeLog,
     ChangeCounter,

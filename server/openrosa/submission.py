@@ -79,6 +79,7 @@ from server.services.blobs import (
     sniff_content_type,
 )
 from server.services.entity_lists import get_list
+from server.services.entity_store import version_content
 from server.services.forms import accepting_spec
 from server.settings import Settings
 from server.text_rules import control_characters
@@ -564,14 +565,23 @@ async def _entity_changes(
             for prop, path in binding.properties.items()
             if instance.texts.get(path)
         }
+        base_version = _base_version(declaration) if action == "update" else 0
+        base_properties = None
+        if action == "update":
+            # What the device saw, as a native device sends it: the answers it did not edit are
+            # then not mistaken for edits of what others changed since.
+            seen = await version_content(declaration.entity_id, base_version)
+            if seen is not None:
+                base_properties = {p: seen["properties"].get(p) for p in properties}
         changes.append(
             EntityChange(
                 list=declaration.dataset,
                 entity_id=declaration.entity_id,
                 action=action,
-                base_version=_base_version(declaration) if action == "update" else 0,
+                base_version=base_version,
                 label=declaration.label or None,
                 properties=properties,
+                base_properties=base_properties,
             )
         )
     return changes, notes
