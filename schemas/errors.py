@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     CANNOT_DISABLE_SELF = "cannot_disable_self"
     LAST_ADMIN = "last_admin"
     UNKNOWN_WARD = "unknown_ward"
+    COLLECT_TOKEN_NOT_FOUND = "collect_token_not_found"  # noqa: S105 (a code, not a secret)
     # Forms.
     XLSFORM_INVALID = "xlsform_invalid"
     XLSFORM_TOO_LARGE = "xlsform_too_large"
@@ -69,6 +70,10 @@ class ErrorCode(StrEnum):
     FORM_FORBIDDEN = "form_forbidden"
     FORM_CLOSED = "form_closed"
     SUBMISSION_NOT_FOUND = "submission_not_found"
+    FORM_ATTACHMENT_NOT_FOUND = "form_attachment_not_found"
+    FORM_ATTACHMENT_UNDECLARED = "form_attachment_undeclared"
+    # ODK Collect (OpenRosa).
+    COLLECT_TOKEN_INVALID = "collect_token_invalid"  # noqa: S105 (a code, not a secret)
     # OpenRosa submissions (POST /submission): the multipart body and its instance XML.
     SUBMISSION_XML_MISSING = "submission_xml_missing"
     SUBMISSION_XML_INVALID = "submission_xml_invalid"

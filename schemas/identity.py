@@ -91,6 +91,28 @@ class Device(msgspec.Struct, kw_only=True):
     revoked_at: datetime | None
 
 
+class CollectTokenCreate(msgspec.Struct, kw_only=True):
+    name: Annotated[str, msgspec.Meta(max_length=200, description="Which tablet or team")] = ""
+
+
+class CollectTokenIssued(msgspec.Struct, kw_only=True):
+    """A new ODK Collect app-user token: `token` is shown this once (only its hash is kept)."""
+
+    id: str
+    token: str
+    server_url: str
+    settings_qr: str
+    created_at: datetime
+
+
+class CollectToken(msgspec.Struct, kw_only=True):
+    id: str
+    user_id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class Ward(msgspec.Struct, kw_only=True):
     code: str
     name: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.utils import formatdate
 
 from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders
@@ -30,6 +31,9 @@ from server.api.wards import WardController
 from server.blobstores import S3Options, open_blob_store
 from server.db.engine import close_engine, create_engine, open_engine, use_engine
 from server.errors import EXCEPTION_HANDLERS
+from server.openrosa.auth import at_collect_paths
+from server.openrosa.documents import collect_aware
+from server.openrosa.routes import CollectFormsController
 from server.services.uploads import UploadRuntime
 from server.settings import Settings
 from sync.blobs import BlobStore
@@ -54,6 +58,8 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     headers = MutableScopeHeaders.from_message(message)
     for name, value in SECURITY_HEADERS.items():
         headers[name] = value
+    if "date" not in headers:  # the app dates its answers (uvicorn's would come twice)
+        headers["Date"] = formatdate(usegmt=True)
     if scope["path"].startswith(AUTH_PATH):  # tokens must never sit in a cache
         headers["Cache-Control"] = "no-store"
 
@@ -135,13 +141,15 @@ def create_app(
             SubmissionController,
             UploadController,
             BlobController,
+            *at_collect_paths(CollectFormsController),
             create_static_files_router(
                 path=DOCS_ASSETS, directories=[swagger_ui_path], name="docs_assets"
             ),
         ],
         dependencies=DEPENDENCIES,
         middleware=proxy_headers_middleware(settings),
-        exception_handlers=EXCEPTION_HANDLERS,
+        # One error registry; on ODK Collect's URLs it answers in OpenRosa XML.
+        exception_handlers=collect_aware(EXCEPTION_HANDLERS),
         before_request=refuse_hostile_input,  # hostile input is refused before anything decodes it
         lifespan=[resources],
         before_send=[add_security_headers],

@@ -194,6 +194,8 @@ def _serve(settings: Settings, args: Any) -> int:
 
     host = args.host or settings.host
     port = args.port or settings.port
+    # FIELDSYNC_PUBLIC_URL's default follows the address actually served.
+    settings = msgspec.structs.replace(settings, host=host, port=port)
     try:
         generated = asyncio.run(prepare(settings))
     except OSError as exc:
@@ -214,6 +216,7 @@ def _serve(settings: Settings, args: Any) -> int:
         port=port,
         log_level="info",
         server_header=False,
+        date_header=False,  # the app dates every answer itself (OpenRosa needs Date)
         proxy_headers=False,
     )
     return 0

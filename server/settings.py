@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     secret_key: str = ""
     host: str = "127.0.0.1"
     port: Port = 8000
+    # The address tablets reach the server at (scheme, host, port, path prefix): every URL in an
+    # OpenRosa document ODK Collect reads is built from it. Default: http://{host}:{port}.
+    public_url: str = ""
     access_token_minutes: PositiveInt = 15
     refresh_token_days: PositiveInt = 30
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
@@ -99,6 +102,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     allowed_content_types: str = ",".join(sorted(DEFAULT_ALLOWED_CONTENT_TYPES))
     blob_url_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = 300
     max_active_uploads_per_user: PositiveInt = 4
+
+    @property
+    def public_base_url(self) -> str:
+        """FIELDSYNC_PUBLIC_URL without a trailing slash, or http://{host}:{port}."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -189,6 +200,10 @@ def _complete(s: Settings) -> Settings:
         _parse_trusted_proxies(s.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"{PREFIX}TRUSTED_PROXIES: {exc}") from None
+    if s.public_url:
+        problem = _public_url_problem(s.public_url)
+        if problem:
+            raise SettingsError(f"{PREFIX}PUBLIC_URL: {problem}")
     try:
         ZoneInfo(s.timezone)
     except (ValueError, ZoneInfoNotFoundError):
@@ -239,6 +254,24 @@ def entropy_bits(value: str) -> float:
     """Length x per-character Shannon entropy: a rough upper bound that catches repetitive keys."""
     counts = Counter(value)
     return -sum(n * math.log2(n / len(value)) for n in counts.values())
+
+
+def _public_url_problem(url: str) -> str:
+    """Why `url` cannot prefix the URLs Collect is handed ("" if it can): Collect needs absolute
+    http(s) URLs, and a query or fragment would end up in the middle of each one."""
+    example = "e.g. https://fieldsync.example.org or https://example.org/fieldsync"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return f"{url!r} is not a URL; {example}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an absolute http:// or https:// URL, got {url!r}; {example}"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return f"no query, fragment or credentials allowed, got {url!r}; {example}"
+    if not url.isascii() or any(ch.isspace() for ch in url):
+        return f"spaces and non-ASCII characters must be percent-encoded, got {url!r}"
+    return ""
 
 
 def _parse_content_types(value: str) -> frozenset[str]:

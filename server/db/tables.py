@@ -85,4 +85,25 @@ class AuditLog(Table, tablename="audit_log"):
     address = Varchar(length=64, default="")
 
 
-IDENTITY_TABLES: list[type[Table]] = [Ward, AppUser, Device, RefreshToken, LoginThrottle, AuditLog]
+class CollectToken(Table, tablename="collect_token"):
+    """An ODK Collect app-user token: it stands in the URL Collect is configured with and acts as
+    its user. Only its sha256 is stored; revoking it refuses it on the very next request."""
+
+    id = UUID(primary_key=True)
+    token_hash = Varchar(length=64, unique=True)
+    user = ForeignKey(references=AppUser, null=False, index=True)
+    name = Varchar(length=200, default="")  # which tablet or team it was made for
+    created_at = Timestamptz(default=TimestamptzNow())
+    created_by = UUID(null=True, default=None)
+    revoked_at = Timestamptz(null=True, default=None)
+
+
+IDENTITY_TABLES: list[type[Table]] = [
+    Ward,
+    AppUser,
+    Device,
+    RefreshToken,
+    LoginThrottle,
+    AuditLog,
+    CollectToken,
+]

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from piccolo.columns import JSON, BigSerial, Bytea, ForeignKey, Text, Timestamptz, Varchar
+from piccolo.columns import (
+    JSON,
+    UUID,
+    BigInt,
+    BigSerial,
+    Bytea,
+    ForeignKey,
+    Text,
+    Timestamptz,
+    Varchar,
+)
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
@@ -42,4 +52,20 @@ class FormVersion(Table, tablename="form_version"):
     published_by = ForeignKey(references=AppUser, null=True)
 
 
-FORM_TABLES: list[type[Table]] = [Form, FormVersion]
+class FormAttachment(Table, tablename="form_attachment"):
+    """A media file a form declares (an image, a CSV lookup), uploaded by an admin and served to
+    ODK Collect with the form. One per form and file name: a new upload replaces it."""
+
+    id = BigSerial(primary_key=True)
+    key = Varchar(length=330, unique=True)  # "<form_id>/<filename>"
+    form = ForeignKey(references=Form, null=False)
+    filename = Varchar(length=255)
+    content_type = Varchar(length=127)
+    size = BigInt()
+    md5 = Varchar(length=32)  # the manifest's hash: of exactly the bytes served
+    content = Bytea()
+    uploaded_at = Timestamptz(default=TimestamptzNow())
+    uploaded_by = UUID(null=True, default=None)
+
+
+FORM_TABLES: list[type[Table]] = [Form, FormVersion, FormAttachment]

@@ -267,8 +267,12 @@ async def revoke_device(actor: Principal, device_id: str, *, address: str = "") 
 # ---- login, refresh, authenticate --------------------------------------------------------------
 
 
-async def login(settings: Settings, req: LoginRequest, *, address: str) -> TokenPair:
-    username = req.username.lower()
+async def check_password(
+    settings: Settings, username: str, password: str, *, address: str
+) -> dict[str, Any]:
+    """The user row if `password` is theirs; else 401, counted and throttled like every failed
+    login (logins and ODK Collect's HTTP Basic both come here). Says nothing of `disabled`."""
+    username = username.lower()
     # Only a (username, address) pair is ever locked: a lock per username would let anyone lock
     # out any worker, and a lock per address every worker behind one proxy or office NAT.
     pair_key = f"pair:{username}|{address}"
@@ -276,7 +280,7 @@ async def login(settings: Settings, req: LoginRequest, *, address: str) -> Token
     row = await AppUser.select().where(AppUser.username == username).first()
     # argon2 takes a quarter of a second of CPU: off the event loop, so logins don't stall syncs.
     stored = row["password_hash"] if row else None
-    if not await asyncio.to_thread(auth.verify_password, stored, req.password):
+    if not await asyncio.to_thread(auth.verify_password, stored, password):
         delay = await _record_failure(
             settings, username, address, pair_key, user_id=str(row["id"]) if row else ""
         )
@@ -284,6 +288,17 @@ async def login(settings: Settings, req: LoginRequest, *, address: str) -> Token
         raise Unauthorized(BAD_CREDENTIALS, code=ErrorCode.INVALID_CREDENTIALS)
     assert row is not None
     await _clear_failures(pair_key)
+    return row
+
+
+async def user_row(username: str) -> dict[str, Any] | None:
+    """The live row of a user by username (any case), or None."""
+    return await AppUser.select().where(AppUser.username == username.lower()).first()
+
+
+async def login(settings: Settings, req: LoginRequest, *, address: str) -> TokenPair:
+    username = req.username.lower()
+    row = await check_password(settings, username, req.password, address=address)
     if row["disabled"]:
         raise Forbidden("This account is disabled.", code=ErrorCode.USER_DISABLED)
     device_id = _uuid(req.device_id, "device", path="$.device_id")
@@ -543,3 +558,14 @@ def _uuid(value: str, what: str, *, path: str | None = None) -> uuid.UUID:
                 errors=[ErrorItem(path=path, code=ErrorCode.INVALID, message="expected a UUID")],
             ) from None
         raise NotFound(f"No such {what}.", code=ErrorCode(f"{what}_not_found")) from None
+
+
+def principal_of(row: dict[str, Any], *, device_id: str) -> Principal:
+    """A user row as the caller of a request made from `device_id`."""
+    return Principal(
+        user_id=str(row["id"]),
+        username=row["username"],
+        role=row["role"],
+        wards=tuple(_wards(row["wards"])),
+        device_id=device_id,
+    )

@@ -204,3 +204,36 @@ def test_timezone_is_an_iana_zone(tmp_path: Path) -> None:
             SettingsError, match=r"^FIELDSYNC_TIMEZONE: .* is not an IANA time zone"
         ):
             load_settings({**base, "FIELDSYNC_TIMEZONE": wrong})
+
+
+def test_public_url_defaults_to_the_served_address(tmp_path: Path) -> None:
+    s = load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_PORT": "8123"})
+    assert s.public_base_url == "http://127.0.0.1:8123"
+    v6 = load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_HOST": "::1"})
+    assert v6.public_base_url == "http://[::1]:8000"
+
+
+def test_public_url_keeps_its_path_without_a_trailing_slash(tmp_path: Path) -> None:
+    s = load_settings(
+        {"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_PUBLIC_URL": "https://x.example/fs/"}
+    )
+    assert s.public_base_url == "https://x.example/fs"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "fieldsync.example.org",
+        "ftp://fieldsync.example.org",
+        "https://",
+        "https://x.example/?a=1",
+        "https://x.example/#top",
+        "https://user:pw@x.example",
+        "https://x.example/thư mục",
+        "https://x.example:port",
+    ],
+)
+def test_a_public_url_collect_cannot_use_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SettingsError, match=r"^FIELDSYNC_PUBLIC_URL: ") as raised:
+        load_settings({"FIELDSYNC_DATA_DIR": str(tmp_path), "FIELDSYNC_PUBLIC_URL": value})
+    assert "\n" not in str(raised.value)
