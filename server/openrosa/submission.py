@@ -355,6 +355,7 @@ async def _record(
             digest=xml_sha256,
             xml_sha256=xml_sha256,
             envelope=_envelope_record(envelope, client, xml_size),
+            sealed=envelope.encrypted is not None,
         )
         ctx = push.PushContext(principal, now=now, zone=ZoneInfo(settings.timezone))
         ctx.specs[(spec.form_id, spec.version)] = spec
@@ -522,15 +523,10 @@ def _refusal(result: OpResult) -> DomainError:
     if kind is not None:
         return kind(first.message, code=ErrorCode(first.code), errors=result.errors)
     return BadRequest(
-        "The answers do not meet the form's rules: "
-        + "; ".join(f"{_answer(e.path)}: {e.message}" for e in result.errors[:5]),
+        "The answers do not meet the form's rules.",
         code=ErrorCode.VALIDATION_FAILED,
         errors=result.errors,
     )
-
-
-def _answer(path: str) -> str:
-    return path.removeprefix("$.submission.data.") or path
 
 
 # ---- entities ------------------------------------------------------------------------------
