@@ -650,6 +650,8 @@ def java_double(number: float) -> str:
     """`Double.toString`: decimal notation within [1e-3, 1e7), else 'd.dddE±n'."""
     if number == 0:
         return "-0.0" if math.copysign(1.0, number) < 0 else "0.0"
+    if abs(number) == _DOUBLE_MIN:  # JDK 17's FloatingDecimal prints the smallest double so
+        return "-4.9E-324" if number < 0 else "4.9E-324"
     magnitude = abs(number)
     if 1e-3 <= magnitude < 1e7:
         text = repr(number)
@@ -782,7 +784,17 @@ def _units(text: str) -> list[str]:
 
 
 def _from_units(units: list[str]) -> str:
-    return "".join(units).encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return _paired("".join(units))
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _paired(text: str) -> str:
+    """Text as Java holds it: UTF-16 units, so two halves of a surrogate pair are one character."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def _java_split(text: str) -> list[str]:
@@ -1056,9 +1068,11 @@ class _Evaluation:
                 raise NotEvaluable("a path must start from a node-set")
             current = self.filter(start.elements, path.filters)
         elif path.absolute:
+            if self.ctx.dialect == "javarosa" and not all(map(_javarosa_step, steps)):
+                raise NotEvaluable("JavaRosa does not support a step of this path")
             names = [step.test for step in steps]
             if all(step.axis == "child" and not step.predicates for step in steps) and all(
-                name not in ("*", "node()") for name in names
+                name != "*" and not name.endswith("()") for name in names
             ):
                 return self.absolute(names)
             root = self.context().lineage()[0]
@@ -1075,6 +1089,9 @@ class _Evaluation:
         return current
 
     def step(self, current: list[Element], step: Step) -> list[Element]:
+        if self.ctx.dialect == "javarosa" and not _javarosa_step(step):
+            # XPathPathExpr.getReference: child::name, child::*, '.', '..' and @name only.
+            raise NotEvaluable(f"JavaRosa does not support the step {step.axis}::{step.test}")
         found: list[Element] = []
         seen: set[int] = set()
         for element in current:
@@ -1177,6 +1194,14 @@ class _Evaluation:
             return math.fsum(n for n in numbers if not math.isnan(n))
         if name in ("max", "min", "concat", "join", "checklist", "weighted-checklist"):
             return self.aggregate(name, args)
+        if name in _MATH:
+            # toDouble reads a date value in fractional days, but a field reference reaches it as
+            # a node-set, which it reads with toNumeric: whole days.
+            doubles = [
+                to_number(self.unpack(r)) if isinstance(r, NodeSet) else _to_double(r, self.zone)
+                for r in (self.eval(arg) for arg in args)
+            ]
+            return _java_math(_MATH[name], *doubles)
         function = _FUNCTIONS.get(name)
         if function is None:
             raise NotEvaluable(f"the function {name}() is not supported")
@@ -1212,13 +1237,15 @@ class _Evaluation:
             # Double.MAX_VALUE; max of negative numbers is therefore 4.9E-324.
             return max(_DOUBLE_MIN, *numbers) if name == "max" else min(_DOUBLE_MAX, *numbers)
         if name == "concat":
-            return _check_length("".join(to_xpath_string(v, self.zone) for v in self.spread(args)))
+            texts = (to_xpath_string(v, self.zone) for v in self.spread(args))
+            return _check_length(_paired("".join(texts)))
         if name == "join":
             if not args:
                 raise NotEvaluable("JavaRosa refuses join() without arguments")
             separator = self.text(args[0])
             parts = self.spread(args[1:]) if len(args) == 2 else [self.value(a) for a in args[1:]]
-            return _check_length(separator.join(to_xpath_string(v, self.zone) for v in parts))
+            texts = (to_xpath_string(v, self.zone) for v in parts)
+            return _check_length(_paired(separator.join(texts)))
         if len(args) < 2:
             raise NotEvaluable(f"JavaRosa refuses {name}() with {len(args)} argument(s)")
         low, high = self.number(args[0]), self.number(args[1])
@@ -1294,6 +1321,12 @@ class _Evaluation:
                     raise NotEvaluable("jr:choice-name(): the label refers to other fields")
                 return label
         return ""
+
+
+def _javarosa_step(step: Step) -> bool:
+    if step.axis == "child":
+        return not step.test.endswith("()")
+    return step.test == "node()" and step.axis in ("self", "parent")
 
 
 def _empty(raw: object) -> bool:
@@ -1453,11 +1486,6 @@ def _today(run: _Evaluation) -> datetime:
     return dates.round_date(run.ctx.now, run.zone)
 
 
-def _math(name: str) -> Callable[[_Evaluation, list[Value]], Value]:
-    function = _MATH[name]
-    return lambda run, v: _java_math(function, *(_to_double(x, run.zone) for x in v))
-
-
 _Function = Callable[[_Evaluation, list[Value]], Value]
 _FUNCTIONS: Final[dict[str, _Function]] = {
     "true": lambda run, v: True,
@@ -1500,7 +1528,6 @@ _FUNCTIONS: Final[dict[str, _Function]] = {
     "version": lambda run, v: run.ctx.version,
     "base64-decode": lambda run, v: _base64_decode(to_xpath_string(v[0], run.zone)),
     "pi": lambda run, v: math.pi,
-    **{name: _math(name) for name in _MATH},
 }
 
 

@@ -5,7 +5,9 @@ JavaRosa (ODK Collect) runs `Pattern.matches`: the pattern must match the WHOLE 
 RE2 never backtracks, so no pattern can hang the server. Where RE2 and Java would read a pattern or a
 value differently, `UnsafeRegex` is raised and the rule is "not checked" rather than guessed:
 - features RE2 lacks (back-references, look-around, possessive quantifiers) fail to compile;
-- class intersection `[a-z&&[^e]]`, `\\v \\h \\R \\X \\Z \\G`: Java syntax RE2 reads otherwise;
+- class intersection `[a-z&&[^e]]`, nested and POSIX classes, octal escapes, `{` that is not a
+  quantifier, `(?P<..>)`, `\\p{..}` other than a Unicode general category, and
+  `\\v \\h \\R \\X \\Z \\G`: Java syntax RE2 reads otherwise (or Java refuses);
 - `\\b`/`\\B` and `(?i)` on non-ASCII text (Java's word boundary is Unicode, its case folding
   ASCII; RE2's are the other way round);
 - `.` on text holding \\r, U+0085, U+2028 or U+2029, and `\\s` on a vertical tab (Java excludes
@@ -41,6 +43,52 @@ class UnsafeRegex(CodedError):
     code = ErrorCode.EXPRESSION_NOT_EVALUABLE
 
 
+# Unicode general categories: the \p{..} names Java and RE2 both read the same way.
+_CATEGORIES: Final = frozenset(
+    "L Lu Ll Lt Lm Lo M Mn Mc Me N Nd Nl No P Pc Pd Ps Pe Pi Pf Po S Sm Sc Sk So Z Zs Zl Zp "
+    "C Cc Cf Co Cs".split()
+)
+_QUANTIFIER: Final = re.compile(r"\{[0-9]+(,[0-9]*)?\}")
+
+
+def _java_syntax(pattern: str) -> None:
+    """Refuse what java.util.regex reads otherwise than RE2 (or refuses while RE2 accepts)."""
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            following = pattern[i + 1 : i + 2]
+            if following.isdigit():
+                raise UnsafeRegex("regex octal escapes and back-references read otherwise in Java")
+            if following in ("p", "P"):
+                rest = pattern[i + 2 :]
+                braced = rest.startswith("{") and "}" in rest
+                name = rest[1 : rest.find("}")] if braced else rest[:1]
+                if name not in _CATEGORIES:
+                    raise UnsafeRegex(f"regex property \\p{{{name}}} reads otherwise in Java")
+                i += len(name) + 2 if braced else 1
+            i += 2
+            continue
+        if in_class:
+            if char == "[":
+                raise UnsafeRegex(
+                    "regex nested classes and [:posix:] classes read otherwise in Java"
+                )
+            if char == "]":
+                in_class = False
+        elif char == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "^":
+                i += 1
+            if pattern[i + 1 : i + 2] == "]":
+                raise UnsafeRegex("regex ']' first in a class: Java and RE2 read it differently")
+        elif char == "{" and not _QUANTIFIER.match(pattern, i):
+            raise UnsafeRegex("regex '{' that is not a quantifier: Java refuses it")
+        elif pattern.startswith("(?P", i):
+            raise UnsafeRegex("regex (?P...) groups: Java refuses them")
+        i += 1
+
+
 def _unescaped(pattern: str) -> str:
     """The pattern with escaped characters removed, to look for bare `.` and `\\s`."""
     return re.sub(r"\\.", lambda m: "" if m.group(0) not in ("\\s",) else "\\s", pattern)
@@ -52,6 +100,7 @@ def _compile(pattern: str) -> Any:
         raise UnsafeRegex(f"regex pattern longer than {MAX_PATTERN_LENGTH} characters")
     if _JAVA_ONLY.search(pattern):
         raise UnsafeRegex("regex uses Java syntax the server's engine reads differently")
+    _java_syntax(pattern)
     try:
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
