@@ -72,6 +72,7 @@ class ErrorCode(StrEnum):
     SUBMISSION_NOT_FOUND = "submission_not_found"
     FORM_ATTACHMENT_NOT_FOUND = "form_attachment_not_found"
     FORM_ATTACHMENT_UNDECLARED = "form_attachment_undeclared"
+    FORM_ATTACHMENT_GENERATED = "form_attachment_generated"
     # ODK Collect (OpenRosa).
     COLLECT_TOKEN_INVALID = "collect_token_invalid"  # noqa: S105 (a code, not a secret)
     # OpenRosa submissions (POST /submission): the multipart body and its instance XML.

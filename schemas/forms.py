@@ -229,6 +229,21 @@ class FormVersionInfo(msgspec.Struct, kw_only=True):
     published_at: datetime | None
 
 
+class FormMedia(msgspec.Struct, kw_only=True):
+    """A file a form's XForm names (jr://images/…, jr://file-csv/…), as ODK Collect gets it:
+    `media` is uploaded by an admin; `entity_list` (`<list>.csv`) and `wards` (`wards.csv`) are
+    made by the server for each user."""
+
+    filename: str
+    kind: Literal["media", "entity_list", "wards"]
+    declared: bool
+    uploaded: bool
+    content_type: str | None = None
+    size: int | None = None
+    md5: str | None = None
+    uploaded_at: datetime | None = None
+
+
 class ValidateRequest(msgspec.Struct, kw_only=True):
     data: dict[str, Any]
     language: str = "vi"

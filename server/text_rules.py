@@ -20,6 +20,8 @@ MAX_REPORTED = 20  # control characters named in one answer; the client fixes th
 REPLACEMENT = "\ufffd"
 # A route handler's `opt` key: its service judges the body's text per op, the input guard does not.
 TEXT_JUDGED_PER_OP = "text_judged_per_op"
+# Route opt: the body is a file (form media), read whole by the handler; it is not text.
+BINARY_BODY = "binary_body"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from schemas.identity import Device, User, UserCreate, UserUpdate
-from server.api.deps import allow, client_address
+from schemas.identity import (
+    CollectToken,
+    CollectTokenCreate,
+    CollectTokenIssued,
+    Device,
+    User,
+    UserCreate,
+    UserUpdate,
+)
+from server.api.deps import allow, client_address, settings_of
 from server.api.openapi import ADMIN, BEARER, BODY, PARAMS, problems
 from server.auth import Principal
-from server.services import audit, identity
+from server.services import audit, collect_tokens, identity
 
 
 class UserController(Controller):
@@ -51,6 +59,57 @@ class UserController(Controller):
         data: JSONBody[UserUpdate],
     ) -> User:
         return await identity.update_user(admin, user_id, data, address=client_address(request))
+
+    @post(
+        "/{user_id:str}/collect-tokens",
+        summary="Make an ODK Collect app-user token acting as this user (shown once)",
+        description="`server_url` is what Collect is configured with; `settings_qr` is the "
+        "payload of the settings QR code Collect scans (base64 of zlib-compressed JSON).",
+        responses=problems(*ADMIN, *BODY, 404),
+    )
+    async def create_collect_token(
+        self,
+        request: Request[Any, Any, Any],
+        admin: NamedDependency[Principal],
+        user_id: FromPath[str],
+        data: JSONBody[CollectTokenCreate | None] = None,
+    ) -> Response[CollectTokenIssued]:
+        issued = await collect_tokens.create_token(
+            settings_of(request),
+            admin,
+            user_id,
+            data or CollectTokenCreate(),
+            address=client_address(request),
+        )
+        # The token is shown this once: no cache may keep it.
+        return Response(issued, status_code=201, headers={"Cache-Control": "no-store"})
+
+    @get(
+        "/{user_id:str}/collect-tokens",
+        summary="The user's ODK Collect tokens (never their value)",
+        responses=problems(*ADMIN, *PARAMS, 404),
+    )
+    async def list_collect_tokens(
+        self, admin: NamedDependency[Principal], user_id: FromPath[str]
+    ) -> list[CollectToken]:
+        return await collect_tokens.list_tokens(user_id)
+
+    @delete(
+        "/{user_id:str}/collect-tokens/{token_id:str}",
+        status_code=200,
+        summary="Revoke an ODK Collect token: every Collect URL refuses it at once (403)",
+        responses=problems(*ADMIN, *PARAMS, 404),
+    )
+    async def revoke_collect_token(
+        self,
+        request: Request[Any, Any, Any],
+        admin: NamedDependency[Principal],
+        user_id: FromPath[str],
+        token_id: FromPath[str],
+    ) -> CollectToken:
+        return await collect_tokens.revoke_token(
+            admin, user_id, token_id, address=client_address(request)
+        )
 
 
 class DeviceController(Controller):

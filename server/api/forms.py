@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Controller, Request, Response, get, patch, post, put
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, MultipartBody
@@ -15,6 +15,7 @@ from schemas.forms import (
     FormDiff,
     FormInfo,
     FormListItem,
+    FormMedia,
     FormSpec,
     FormUpdate,
     FormVersionInfo,
@@ -25,7 +26,9 @@ from schemas.forms import (
 from server.api.deps import ANY_ROLE, allow, settings_of
 from server.api.openapi import (
     ADMIN,
+    ANY_TYPE,
     BEARER,
+    BINARY,
     BODY,
     IF_NONE_MATCH,
     NOT_MODIFIED,
@@ -35,7 +38,9 @@ from server.api.openapi import (
     problems,
 )
 from server.auth import Principal
+from server.openrosa import attachments
 from server.services import forms
+from server.text_rules import BINARY_BODY
 
 T = TypeVar("T")
 
@@ -49,6 +54,9 @@ CONDITIONAL = Documented(
         }
     },
 ).operation_class()
+
+
+MEDIA_BODY = Documented(body=BINARY, body_types=(ANY_TYPE,)).operation_class()
 
 
 @dataclass
@@ -128,6 +136,38 @@ class FormController(Controller):
         self, admin: NamedDependency[Principal], form_id: FromPath[str], data: JSONBody[FormUpdate]
     ) -> FormInfo:
         return await forms.update_form(admin, form_id, data)
+
+    @get(
+        "/{form_id:str}/media",
+        summary="The files the form's XForm names (images, CSV lookups) and which are uploaded",
+        responses=problems(*ADMIN, *PARAMS, 404),
+        guards=[allow("form.admin")],
+    )
+    async def media(
+        self, admin: NamedDependency[Principal], form_id: FromPath[str]
+    ) -> list[FormMedia]:
+        return await attachments.list_media(form_id)
+
+    @put(
+        "/{form_id:str}/media/{filename:str}",
+        summary="Upload (or replace) a file the form names; ODK Collect gets it with the form",
+        description="The body is the file. `wards.csv` and `<entity list>.csv` are made by the "
+        "server for each user and cannot be uploaded.",
+        responses=problems(*ADMIN, *BODY, 404, 409),
+        guards=[allow("form.admin")],
+        operation_class=MEDIA_BODY,
+        opt={BINARY_BODY: True},
+    )
+    async def upload_media(
+        self,
+        request: Request[Any, Any, Any],
+        admin: NamedDependency[Principal],
+        form_id: FromPath[str],
+        filename: FromPath[str],
+    ) -> FormMedia:
+        content = await request.body()  # bounded by FIELDSYNC_MAX_BODY_BYTES (413)
+        content_type = request.headers.get("content-type", "")
+        return await attachments.upload_media(admin, form_id, filename, content, content_type)
 
     @get(
         "/{form_id:str}/versions",

@@ -28,6 +28,7 @@ from schemas.errors import ErrorCode
 from server.api.sync import MSGPACK_TYPES
 from server.errors import BadRequest
 from server.text_rules import (
+    BINARY_BODY,
     CONTROL,
     MAX_REPORTED,
     TEXT_JUDGED_PER_OP,
@@ -124,6 +125,8 @@ def _body_format(handler: HTTPRouteHandler) -> BodyFormat:
     """How this route reads its body: as its `data` parameter says, or by Content-Type itself."""
     if handler.resolve_request_max_body_size() is None:
         return "binary"  # streams its body (tus), bounded by the upload's own length
+    if handler.opt.get(BINARY_BODY):
+        return "binary"  # a file the handler reads whole (form media)
     data = handler.parsed_fn_signature.parameters.get("data")
     if data is None:
         return "negotiated"  # reads request.body() itself, like sync.decode_body

@@ -1,28 +1,105 @@
-"""The URLs ODK Collect talks to (odk.md §0), under `/collect/key/{token}` and `/collect`.
+"""The URLs ODK Collect reads (odk.md §0), under `/collect/key/{token}` and `/collect`.
 
-Thin handlers: one service call each (`server/openrosa/catalog.py`, `attachments.py`), answers in
-the documents of `documents.py`. `POST /submission` lives in `submission_routes.py`.
+Thin handlers: one service call each (`catalog.py`: forms; `attachments.py`: their files and
+entity lists), answered in the documents of `documents.py`. `POST /submission` is in
+`submission_routes.py`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from litestar import Request, Response, route
+from litestar import Request, Response, get, route
 from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 
+from schemas.errors import ErrorCode
 from server.api.deps import settings_of
 from server.auth import Principal
+from server.errors import NotFound
+from server.openrosa import attachments, catalog
 from server.openrosa.auth import CollectController, require_openrosa_version
-from server.openrosa.documents import openrosa_headers
+from server.openrosa.documents import (
+    FORM_CONTENT_TYPE,
+    collect_base_url,
+    form_list_document,
+    integrity_document,
+    manifest_document,
+    openrosa_headers,
+    xml_response,
+)
+
+OPENROSA = [require_openrosa_version]
+
+
+def _download(content: bytes, media_type: str, filename: str) -> Response[bytes]:
+    disposition = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+    headers = {**openrosa_headers(), "Content-Disposition": disposition}
+    return Response(content, media_type=media_type, headers=headers)
 
 
 class CollectFormsController(CollectController):
+    @get("/formList", guards=OPENROSA)
+    async def form_list(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        form_id: Annotated[str | None, QueryParameter(name="formID", required=False)] = None,
+    ) -> Response[bytes]:
+        """Open forms the caller fills; `formID` narrows it to one (OpenRosa form list API)."""
+        base = collect_base_url(request, settings_of(request))
+        entries = await catalog.form_list(principal, base, form_id)
+        return xml_response(form_list_document(entries))
+
+    @get("/forms/{form_file:str}")
+    async def xform(
+        self, principal: NamedDependency[Principal], form_file: FromPath[str]
+    ) -> Response[bytes]:
+        """`<form_id>.xml`: the bytes the form list's hash is the md5 of."""
+        form_id = form_file.removesuffix(".xml")
+        if form_id == form_file:
+            raise NotFound("There is nothing at this address.", code=ErrorCode.NOT_FOUND)
+        return _download(
+            await catalog.xform_bytes(principal, form_id), FORM_CONTENT_TYPE, form_file
+        )
+
+    @get("/forms/{form_id:str}/manifest", guards=OPENROSA)
+    async def manifest(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        form_id: FromPath[str],
+    ) -> Response[bytes]:
+        base = collect_base_url(request, settings_of(request))
+        files = await attachments.manifest(principal, form_id, base)
+        return xml_response(manifest_document(files))
+
+    @get("/forms/{form_id:str}/attachments/{filename:str}")
+    async def attachment(
+        self, principal: NamedDependency[Principal], form_id: FromPath[str], filename: FromPath[str]
+    ) -> Response[bytes]:
+        served = await attachments.attachment(principal, form_id, filename)
+        return _download(served.content, served.content_type, filename)
+
+    @get("/lists/{list_name:str}/integrity", guards=OPENROSA)
+    async def integrity(
+        self,
+        principal: NamedDependency[Principal],
+        list_name: FromPath[str],
+        ids: Annotated[str | None, QueryParameter(name="id", required=False)] = None,
+    ) -> Response[bytes]:
+        """Which of the asked entities are deleted or out of reach: Collect drops its offline
+        copies of those (`id` is comma-separated)."""
+        wanted = None if ids is None else [i.strip() for i in ids.split(",") if i.strip()]
+        states = await attachments.integrity(principal, list_name, wanted)
+        return xml_response(integrity_document(states))
+
     @route(
         "/submission",
         http_method=["HEAD", "GET"],
         status_code=204,
-        guards=[require_openrosa_version],
+        guards=OPENROSA,
     )
     async def submission_preflight(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]

@@ -1,214 +1,222 @@
-"""ODK Collect as it talks to a server (odk.md §10): the headers it sends, its `deviceID`, the
-multipart layout and part names of a submission, and its instance XML with `meta/entity`.
-
-Built by hand, byte for byte, rather than with httpx's `files=`: the point is to replay what
-Collect's OkHttp sends (a UUID boundary, no per-part Content-Length, raw UTF-8 file names).
-"""
+"""ODK Collect as it talks to a server (odk.md §2.1, §10): its headers, its `deviceID` query
+parameter, its 12-hour `Date`, its URL building; plus the small form the tests serve to it."""
 
 from __future__ import annotations
 
-import random
+import base64
+import secrets
 import string
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from urllib.parse import quote
+from xml.etree.ElementTree import Element
 
 import httpx
+from defusedxml.ElementTree import fromstring
 
-from schemas.identity import CollectTokenCreate
-from server.auth import Principal
-from server.services.collect_tokens import create_token
-from server.settings import Settings
-from tests.helpers import Session
+from tests.helpers import HOAN_KIEM, Api, Session, unique
+from tests.ops import hlc
+from tests.unit.forms.xlsforms import xlsform
 
 USER_AGENT = (
-    "org.odk.collect.android/v2025.2.3 Dalvik/2.1.0 (Linux; U; Android 14; Pixel 7 "
-    "Build/AP2A.240805.005)"
+    "org.odk.collect.android/v2025.2.3 Dalvik/2.1.0 "
+    "(Linux; U; Android 14; Pixel 7 Build/AP2A.240805.005)"
 )
-OPENROSA_NS = "http://openrosa.org/http/response"
-# A JPEG as a camera writes it (the magic bytes are what the server sniffs), about 50 KiB.
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 200
+XFORMS_LIST = "{http://openrosa.org/xforms/xformsList}"
+MANIFEST = "{http://openrosa.org/xforms/xformsManifest}"
+RESPONSE = "{http://openrosa.org/http/response}"
 
 
-def photo(seed: str) -> bytes:
-    """A distinct small JPEG per seed."""
-    return JPEG + seed.encode()
-
-
-def collect_date(moment: datetime | None = None) -> str:
-    """Collect's `Date`: `E, dd MMM yyyy hh:mm:ss zz` with a 12-hour clock (odk.md §2.1)."""
-    return (moment or datetime.now(UTC)).strftime("%a, %d %b %Y %I:%M:%S GMT")
+def collect_date(now: datetime | None = None) -> str:
+    """Java's `SimpleDateFormat("E, dd MMM yyyy hh:mm:ss zz", Locale.US)` in GMT: `hh` is the
+    12-hour clock, so 14:04 is sent as 02:04."""
+    return (now or datetime.now(UTC)).strftime("%a, %d %b %Y %I:%M:%S GMT")
 
 
 def install_id() -> str:
-    return "collect:" + "".join(random.choices(string.ascii_letters + string.digits, k=16))
+    alphabet = string.ascii_letters + string.digits
+    return "collect:" + "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-async def token_url(settings: Settings, admin: Session, user_id: str) -> str:
-    """The path of an app-user token's Collect URL (`/collect/key/{token}`)."""
-    actor = Principal(
-        user_id=admin.user["id"],
-        username=admin.user["username"],
-        role="admin",
-        wards=("*",),
-        device_id=admin.device_id,
-    )
-    issued = await create_token(settings, actor, user_id, CollectTokenCreate(name="tablet"))
-    return "/collect/key/" + issued.token
-
-
-@dataclass
-class Part:
-    name: str
-    data: bytes
-    filename: str | None = None
-    content_type: str | None = None
-
-
-def multipart(parts: list[Part], boundary: str) -> bytes:
-    """OkHttp's MultipartBody.FORM: each part's Content-Disposition (and Content-Type for a
-    file), no per-part Content-Length."""
-    body = bytearray()
-    for part in parts:
-        disposition = f'form-data; name="{part.name}"'
-        if part.filename is not None:
-            disposition += f'; filename="{part.filename}"'
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
-        if part.content_type:
-            body += f"Content-Type: {part.content_type}\r\n".encode()
-        body += b"\r\n" + part.data + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return bytes(body)
-
-
-@dataclass
-class Instance:
-    """One filled form as Collect saves it: answers in form order, meta last."""
-
-    form_id: str
-    version: str
-    answers: list[tuple[str, Any]]
-    instance_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    deprecated_id: str | None = None
-    entity: dict[str, str] | None = None  # meta/entity attributes, plus "label"
-    files: dict[str, bytes] = field(default_factory=dict)
-
-    def xml(self) -> bytes:
-        body = "".join(_element(name, value) for name, value in self.answers)
-        meta = f"<orx:instanceID>uuid:{self.instance_id}</orx:instanceID>"
-        if self.deprecated_id:
-            meta += f"<orx:deprecatedID>uuid:{self.deprecated_id}</orx:deprecatedID>"
-        if self.entity is not None:
-            attrs = " ".join(
-                f"{key}={quoteattr(value)}" for key, value in self.entity.items() if key != "label"
-            )
-            label = self.entity.get("label")
-            inner = f"<label>{escape(label)}</label>" if label else ""
-            meta = f"<entity {attrs}>{inner}</entity>" + meta
-        return (
-            '<?xml version="1.0" encoding="UTF-8"?>'
-            f'<data xmlns:jr="http://openrosa.org/javarosa" xmlns:orx="http://openrosa.org/xforms" '
-            f'id="{self.form_id}" version="{self.version}">{body}<orx:meta>{meta}</orx:meta></data>'
-        ).encode()
-
-    def edited(self, **answers: Any) -> Instance:
-        """Collect's edit of a sent instance: a new instanceID naming this one as deprecated."""
-        changed = [(name, answers.get(name, value)) for name, value in self.answers]
-        return Instance(
-            form_id=self.form_id,
-            version=self.version,
-            answers=changed,
-            deprecated_id=self.instance_id,
-            entity=self.entity,
-            files=dict(self.files),
-        )
-
-
-def _element(name: str, value: Any) -> str:
-    if value is None or value == "":
-        return f"<{name}/>"
-    if isinstance(value, dict):
-        return f"<{name}>" + "".join(_element(k, v) for k, v in value.items()) + f"</{name}>"
-    if isinstance(value, list):
-        return "".join(_element(name, item) for item in value)
-    return f"<{name}>{escape(str(value))}</{name}>"
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 @dataclass
 class Collect:
-    """One Collect install pointed at `base` (a token URL path, or `/collect` with Basic)."""
+    """One Collect install configured with `server_url` (absolute, under `public`)."""
 
     http: httpx.AsyncClient
-    base: str
-    auth: tuple[str, str] | None = None
+    public: str
+    server_url: str
+    authorization: str | None = None
     device_id: str = field(default_factory=install_id)
 
-    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def headers(self) -> dict[str, str]:
         headers = {
             "User-Agent": USER_AGENT,
             "X-OpenRosa-Version": "1.0",
             "Date": collect_date(),
             "Accept-Encoding": "gzip",
         }
-        if self.auth is not None:
-            basic = httpx.BasicAuth(*self.auth)
-            request = httpx.Request("GET", "http://x")
-            headers["Authorization"] = next(basic.auth_flow(request)).headers["Authorization"]
-        return {**headers, **(extra or {})}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        return headers
 
-    async def head(self) -> httpx.Response:
+    def target(self, absolute: str, query: str = "") -> str:
+        """The request path of an absolute URL from a document, with what Collect appends:
+        `Uri.Builder.appendQueryParameter` percent-encodes the value (`collect%3A…`)."""
+        assert absolute.startswith(self.public + "/"), (absolute, self.public)
+        path = absolute.removeprefix(self.public)
+        device = "deviceID=" + quote(self.device_id, safe="")
+        return f"{path}?{query + '&' if query else ''}{device}"
+
+    async def get(self, absolute: str, query: str = "") -> httpx.Response:
+        return await self.http.get(self.target(absolute, query), headers=self.headers())
+
+    async def head_submission(self) -> httpx.Response:
         return await self.http.head(
-            f"{self.base}/submission", params={"deviceID": self.device_id}, headers=self.headers()
+            self.target(self.server_url.rstrip("/") + "/submission"), headers=self.headers()
         )
 
-    async def post(
-        self, parts: list[Part], *, headers: dict[str, str] | None = None
-    ) -> httpx.Response:
-        boundary = str(uuid.uuid4())
-        body = multipart(parts, boundary)
-        return await self.http.post(
-            f"{self.base}/submission",
-            params={"deviceID": self.device_id},
-            content=body,
-            headers=self.headers(
-                {"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})}
-            ),
-        )
-
-    async def submit(
-        self,
-        instance: Instance,
-        files: list[str] | None = None,
-        *,
-        incomplete: bool = False,
-        extra: list[Part] | None = None,
-    ) -> httpx.Response:
-        """One POST: the XML, then the named files (all of the instance's by default), then
-        `*isIncomplete*` on a batch that is not the last."""
-        names = list(instance.files) if files is None else files
-        parts = [
-            Part(
-                "xml_submission_file",
-                instance.xml(),
-                filename=f"{instance.form_id}_2026-02-20_10-03-59.xml",
-                content_type="text/xml",
-            ),
-            *[Part(n, instance.files[n], filename=n, content_type="image/jpeg") for n in names],
-            *(extra or []),
-        ]
-        if incomplete:
-            parts.append(Part("*isIncomplete*", b"yes"))
-        return await self.post(parts)
+    async def form_list(self, query: str = "") -> httpx.Response:
+        """Collect strips every trailing slash of server_url, then appends /formList."""
+        return await self.get(self.server_url.rstrip("/") + "/formList", query)
 
 
-def message_of(response: httpx.Response) -> str:
-    """The first <message> of an OpenRosaResponse, read with a strict parser."""
-    from defusedxml.ElementTree import fromstring
+def xml(response: httpx.Response) -> Element:
+    """The body as a strict parser reads it (no DTD, no entities), after the transport checks
+    Collect makes on every OpenRosa document (odk.md §4.3)."""
+    assert response.status_code == 200, response.text
+    assert "text/xml" in response.headers["content-type"].lower()
+    assert response.headers["x-openrosa-version"] == "1.0"
+    assert response.headers["date"]
+    assert int(response.headers["content-length"]) == len(response.content)
+    root: Element = fromstring(response.content)
+    return root
 
+
+def openrosa_message(response: httpx.Response, status: int) -> str:
+    """The first `<message>` of an OpenRosaResponse error, as Collect shows it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/xml")
+    assert response.headers["x-openrosa-version"] == "1.0"
     root = fromstring(response.content)
-    assert root.tag == f"{{{OPENROSA_NS}}}OpenRosaResponse", response.text
-    message = root.find(f"{{{OPENROSA_NS}}}message")
-    assert message is not None, response.text
+    assert root.tag == f"{RESPONSE}OpenRosaResponse"
+    message = root.find(f"{RESPONSE}message")
+    assert message is not None and message.get("nature") == "error"
     return message.text or ""
+
+
+@dataclass
+class ShopForm:
+    """A small valid form using what Collect needs served: the caller's wards, an entity list of
+    its own (so no other test's entities show), an image and a photo question."""
+
+    form_id: str
+    list_name: str
+    version: str = "2026010101"
+
+    @classmethod
+    def make(cls) -> ShopForm:
+        return cls(form_id=unique("shop_"), list_name=unique("shops_"))
+
+    def workbook(self) -> bytes:
+        return xlsform(
+            [
+                {"type": "select_one_from_file wards.csv", "name": "ward", "label": "Ward"},
+                {
+                    "type": f"select_one_from_file {self.list_name}.csv",
+                    "name": "shop",
+                    "label": "Shop",
+                },
+                {
+                    "type": "text",
+                    "name": "shop_name",
+                    "label": "Shop name",
+                    "save_to": "shop_name",
+                },
+                {"type": "note", "name": "intro", "label": "Look", "image": "logo.png"},
+                {"type": "image", "name": "photo", "label": "Photo"},
+            ],
+            form_id=self.form_id,
+            version=self.version,
+            entities=[{"list_name": self.list_name, "label": "${shop_name}"}],
+            plain_labels=True,
+        )
+
+    async def publish(self, api: Api) -> None:
+        await api.publish_xlsform(self.workbook())
+
+    def op(
+        self,
+        session: Session,
+        op_seq: int,
+        *,
+        entity_id: str,
+        name: str,
+        ward: str = HOAN_KIEM,
+        action: str = "create",
+        base_version: int = 0,
+        base: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A native push op of this form creating, updating or deleting one shop (`base`: the
+        properties the update was made from)."""
+        change: dict[str, Any] = {
+            "list": self.list_name,
+            "entity_id": entity_id,
+            "action": action,
+            "base_version": base_version,
+        }
+        if action != "delete":
+            change["label"] = name
+            change["properties"] = {"ward_code": ward, "shop_name": name}
+        if base is not None:
+            change["base_properties"] = base
+        return {
+            "op_seq": op_seq,
+            "op_id": str(uuid.uuid4()),
+            "hlc": hlc(node=session.device_id[:8]),
+            "kind": "submission",
+            "submission": {
+                "instance_id": str(uuid.uuid4()),
+                "form_id": self.form_id,
+                "form_version": self.version,
+                "captured_at": "2026-02-20T03:00:00Z",
+                "ward_code": ward,
+                "data": {"ward": ward, "shop_name": name},
+                "entities": [change],
+            },
+        }
+
+
+async def push(http: httpx.AsyncClient, session: Session, *ops: dict[str, Any]) -> None:
+    response = await http.post(
+        "/api/v1/sync/push",
+        json={"protocol": 1, "device_id": session.device_id, "ops": list(ops)},
+        headers=session.headers,
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert all(r["status"] == "applied" for r in results), results
+    entities = [e for r in results for e in r.get("entities", [])]
+    assert all(e["status"] == "applied" for e in entities), entities
+
+
+async def collect_token(api: Api, user_id: str, name: str = "") -> dict[str, Any]:
+    response = await api.http.post(
+        f"/api/v1/users/{user_id}/collect-tokens",
+        json={"name": name} if name else None,
+        headers=api.admin.headers,
+    )
+    assert response.status_code == 201, response.text
+    token: dict[str, Any] = response.json()
+    return token
+
+
+async def collect_for(api: Api, user: dict[str, Any]) -> Collect:
+    """A Collect install configured with a new token of `user`."""
+    token = await collect_token(api, user["id"])
+    return Collect(api.http, api.settings.public_base_url, token["server_url"])

@@ -16,14 +16,8 @@ from server.db.json_columns import from_json
 from server.db.tables_sync import Submission
 from tests.conftest import Backend
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api, Session
-from tests.integration.openrosa.collect import (
-    Collect,
-    Instance,
-    Part,
-    message_of,
-    photo,
-    token_url,
-)
+from tests.integration.openrosa.collect import Collect, basic, collect_for
+from tests.integration.openrosa.submitting import Instance, Part, Sender, message_of, photo
 from tests.integration.sync.helpers import Device
 from tests.unit.forms.xlsforms import q, xlsform
 
@@ -116,10 +110,10 @@ def visit(
     )
 
 
-async def inspector(api: Api, ward: str = HOAN_KIEM) -> tuple[dict[str, Any], Collect]:
+async def inspector(api: Api, ward: str = HOAN_KIEM) -> tuple[dict[str, Any], Sender]:
+    """An inspector's tablet, configured with an app-user token URL."""
     user = await api.create_user("inspector", [ward])
-    base = await token_url(api.settings, api.admin, user["id"])
-    return user, Collect(api.http, base)
+    return user, Sender(await collect_for(api, user))
 
 
 async def supervisor(api: Api, ward: str = HOAN_KIEM) -> Session:
@@ -460,12 +454,15 @@ async def test_an_encrypted_envelope_is_stored_as_received(api: Api, db: Backend
 async def test_http_basic_is_challenged_then_accepted(api: Api, db: Backend) -> None:
     form_id = await visit_form(api, db)
     user = await api.create_user("inspector", [HOAN_KIEM])
-    anonymous = Collect(api.http, "/collect")
+    public = api.settings.public_base_url
+    anonymous = Sender(Collect(api.http, public, public + "/collect"))
     challenge = await anonymous.submit(visit(form_id))
     assert challenge.status_code == 401
     assert challenge.headers["www-authenticate"].startswith("Basic")
-    signed_in = Collect(api.http, "/collect", auth=(user["username"], PASSWORD))
-    created(await signed_in.submit(visit(form_id)))
+    signed_in = Collect(
+        api.http, public, public + "/collect", authorization=basic(user["username"], PASSWORD)
+    )
+    created(await Sender(signed_in).submit(visit(form_id)))
 
 
 async def test_a_ward_outside_the_workers_wards_is_refused(api: Api, db: Backend) -> None:
@@ -558,8 +555,7 @@ async def test_an_oversized_body_is_refused_before_it_is_read(api: Api, db: Back
             yield b"x" * 65536
 
     response = await api.http.post(
-        f"{tablet.base}/submission",
-        params={"deviceID": tablet.device_id},
+        tablet.submission_url,
         content=endless(),
         headers=tablet.headers(
             {
@@ -575,13 +571,13 @@ async def test_an_oversized_body_is_refused_before_it_is_read(api: Api, db: Back
 async def test_a_body_that_is_not_multipart_is_refused(api: Api, db: Backend) -> None:
     _, tablet = await inspector(api)
     response = await api.http.post(
-        f"{tablet.base}/submission",
+        tablet.submission_url,
         content=b"<data/>",
         headers=tablet.headers({"Content-Type": "text/xml"}),
     )
     refused(response, 415)
     missing = await api.http.post(
-        f"{tablet.base}/submission",
+        tablet.submission_url,
         content=b"",
         headers={"Content-Type": "multipart/form-data; boundary=abc"},
     )
