@@ -20,6 +20,7 @@ following its earlier one, as it does for a native device.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import re
@@ -146,6 +147,9 @@ class _Parts:
         self.files: dict[str, BlobWriter] = {}
         self.ignored: list[str] = []
         self.failure: DomainError | None = None  # answered once the body has been read
+        # The XML goes to the blob store while the files after it arrive.
+        self.xml_sha256 = ""
+        self.xml_stored: asyncio.Task[Any] | None = None
 
     async def open(self, headers: PartHeaders) -> PartSink:
         await self._read_xml()
@@ -171,7 +175,12 @@ class _Parts:
         if self.xml is None or not self.xml.closed or self.envelope is not None:
             return
         try:
-            self.envelope = read_envelope(bytes(self.xml.data))
+            xml = bytes(self.xml.data)
+            self.envelope = read_envelope(xml)
+            self.xml_sha256 = hashlib.sha256(xml).hexdigest()
+            self.xml_stored = asyncio.create_task(
+                self.store.put_bytes(self.xml_sha256, xml, content_type=XML_CONTENT_TYPE)
+            )
             self.spec = await accepting_spec(
                 self.principal, self.envelope.form_id, self.envelope.version
             )
@@ -227,15 +236,17 @@ async def receive_submission(
     parts = _Parts(principal, store, settings)
     try:
         await read_parts(_bounded(body, limit), boundary, parts.open)
+        await parts.finish()
     except BaseException:
         for writer in parts.files.values():
             await writer.discard()
+        if parts.xml_stored is not None:
+            await asyncio.gather(parts.xml_stored, return_exceptions=True)
         raise
-    await parts.finish()
     assert parts.xml is not None and parts.envelope is not None and parts.spec is not None
-    xml = bytes(parts.xml.data)
-    xml_sha256 = hashlib.sha256(xml).hexdigest()
-    await store.put_bytes(xml_sha256, xml, content_type=XML_CONTENT_TYPE)
+    assert parts.xml_stored is not None
+    await parts.xml_stored
+    xml_sha256, xml = parts.xml_sha256, parts.xml.data
     client = _Client(device_ref[:MAX_CLIENT_TEXT], user_agent[:MAX_CLIENT_TEXT])
     files = [w.stored for w in parts.files.values() if w.stored is not None]
     try:
@@ -308,8 +319,12 @@ async def _record(
         else:
             accepted.append((stored, kind))
     now = datetime.now(UTC)
+    received = [(s.sha256, s.size, k) for s, k in accepted]
+    xml_blob = (xml_sha256, xml_size, XML_CONTENT_TYPE)
     async with transaction():
-        last = await push.lock_stream(principal)
+        # First, so that two POSTs of one install (a resend racing a slow first answer) are
+        # decided one after the other.
+        op_seq = await push.take_op_seq(principal, now)
         current = await _accepted_row(envelope.instance_id)
         if current is not None:
             if current["content_hash"] != xml_sha256:
@@ -318,7 +333,7 @@ async def _record(
                     "A resend to add files must send the identical xml_submission_file.",
                     code=ErrorCode.INSTANCE_ID_REUSED,
                 )
-            await record_blobs(principal.user_id, [(s.sha256, s.size, k) for s, k in accepted])
+            await record_blobs(principal.user_id, received)
             await _complete_files(envelope.instance_id, accepted)
             status = await attachment_status(envelope.instance_id)
             return _receipt(envelope.instance_id, False, status, ignored, refused, [], 0)
@@ -348,7 +363,6 @@ async def _record(
                 code=ErrorCode.VALIDATION_FAILED,
                 errors=bad_text,
             )
-        op_seq = last + 1
         origin = push.Origin(
             op_seq=op_seq,
             hlc=_hlc(captured_at, now, principal.device_id),
@@ -357,13 +371,12 @@ async def _record(
             envelope=_envelope_record(envelope, client, xml_size),
             sealed=envelope.encrypted is not None,
         )
+        await record_blobs(principal.user_id, received, kept=[xml_blob])
+        # What a push's prefetch would read is known here: the instanceID is new (looked up
+        # above, under the stream's lock), and this caller holds every file it just sent.
         ctx = push.PushContext(principal, now=now, zone=ZoneInfo(settings.timezone))
         ctx.specs[(spec.form_id, spec.version)] = spec
-        await record_blobs(
-            principal.user_id, [(xml_sha256, xml_size, XML_CONTENT_TYPE)], holder=False
-        )
-        await record_blobs(principal.user_id, [(s.sha256, s.size, k) for s, k in accepted])
-        await ctx.prefetch_submissions([submission])
+        await ctx.entities.load(change.entity_id for change in changes)
         result = await push.apply_submission(ctx, submission, origin)
         if result.status == "rejected":
             raise _refusal(result)
@@ -374,9 +387,14 @@ async def _record(
             sha256, size, kind = row if row is not None else ("", 0, "")
             ctx.attachments.append((envelope.instance_id, sha256, name, size, kind, ward))
         await ctx.write()
-        await push.advance_stream(principal, op_seq, now)
         await change_log.record(ctx.refs)
-        status = await attachment_status(envelope.instance_id)
+    # Counted here rather than read back: what this POST sent, and what an edit carried over.
+    status = AttachmentStatus(
+        expected=len(accepted) + len(pending),
+        received=len(accepted) + sum(1 for name in pending if name in carried),
+        missing=[],
+        missing_files=[name for name in pending if name not in carried],
+    )
     return _receipt(
         envelope.instance_id,
         True,
@@ -395,11 +413,12 @@ def _named_files(envelope: Envelope, instance: Instance | None) -> list[str]:
 
 
 async def _accepted_row(instance_id: str) -> dict[str, Any] | None:
-    return await (
-        Submission.select(Submission.content_hash, Submission.user_id)
-        .where(Submission.instance_id == instance_id, Submission.status == "accepted")
-        .first()
+    rows = await Submission.raw(
+        "SELECT content_hash, user_id FROM submission "
+        "WHERE instance_id = {} AND status = 'accepted'",
+        instance_id,
     )
+    return rows[0] if rows else None
 
 
 async def _edited_files(envelope: Envelope) -> dict[str, tuple[str, int, str]]:

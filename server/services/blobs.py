@@ -238,27 +238,32 @@ async def record_blob(sha256: str, size: int, content_type: str, uploader: str) 
 
 
 async def record_blobs(
-    uploader: str, blobs: Iterable[tuple[str, int, str]], *, holder: bool = True
+    uploader: str,
+    held: Iterable[tuple[str, int, str]],
+    kept: Iterable[tuple[str, int, str]] = (),
 ) -> None:
     """`record_blob` for files that arrived in a multipart POST, inside the caller's
-    transaction: (sha256, size, content type) each, verified by the blob store's put.
-    `holder=False` stores a blob nobody reads through the attachments API (a submission's XML)."""
-    rows = list(blobs)
+    transaction, in two statements: (sha256, size, content type) each, verified by the blob
+    store's put. `kept` blobs get no holder: nobody reads them through the attachments API (a
+    submission's XML)."""
+    held_rows = list(dict.fromkeys(held))
+    rows = held_rows + [row for row in dict.fromkeys(kept) if row not in held_rows]
     if not rows:
         return
     now = datetime.now(UTC)
     await insert_rows(
         Blob,
         ("sha256", "size", "content_type", "first_uploader", "created_at"),
-        [(sha, size, kind, uploader, now) for sha, size, kind in dict.fromkeys(rows)],
+        [(sha, size, kind, uploader, now) for sha, size, kind in rows],
         on_conflict="ON CONFLICT DO NOTHING",
     )
-    if not holder:
-        return
     await insert_rows(
         BlobHolder,
         ("key", "sha256", "user_id", "created_at"),
-        [(f"{sha}:{uploader}", sha, uploader, now) for sha in dict.fromkeys(r[0] for r in rows)],
+        [
+            (f"{sha}:{uploader}", sha, uploader, now)
+            for sha in dict.fromkeys(r[0] for r in held_rows)
+        ],
         on_conflict="ON CONFLICT DO NOTHING",
     )
 

@@ -329,6 +329,23 @@ async def lock_stream(principal: Principal) -> int:
     return int(rows[0]["last_op_seq"])
 
 
+async def take_op_seq(principal: Principal, now: datetime) -> int:
+    """The op stream's next op_seq, for one submission that is its own op (OpenRosa): one
+    upsert that creates the row if new, advances it and holds its lock until commit."""
+    rows = await OpStream.raw(
+        "INSERT INTO op_stream (key, device_id, user_id, last_op_seq, updated_at) "
+        "VALUES ({}, {}, {}, 1, {}) "
+        "ON CONFLICT (key) DO UPDATE SET last_op_seq = op_stream.last_op_seq + 1, "
+        "updated_at = excluded.updated_at "
+        "RETURNING last_op_seq",
+        principal.op_stream,
+        principal.device_id,
+        principal.user_id,
+        now,
+    )
+    return int(rows[0]["last_op_seq"])
+
+
 async def _stored_results(stream: str, op_seqs: list[int]) -> dict[int, OpResult]:
     if not op_seqs:
         return {}
