@@ -110,10 +110,10 @@ def multipart(xml: bytes, photo: str, jpeg: bytes) -> tuple[bytes, str]:
     boundary = str(uuid.uuid4())
     body = b"".join(
         [
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+            f'--{boundary}\r\nContent-Disposition: form-data; name="xml_submission_file"; '
             f'filename="{FORM_ID}_2026-02-20_10-03-59.xml"\r\nContent-Type: text/xml\r\n\r\n'.encode(),
             xml,
-            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"{photo}\"; "
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="{photo}"; '
             f'filename="{photo}"\r\nContent-Type: image/jpeg\r\n\r\n'.encode(),
             jpeg,
             f"\r\n--{boundary}--\r\n".encode(),
@@ -374,8 +374,7 @@ async def run(
         meter = CpuMeter(server.process.pid, database)
         host, port = server.base_url.removeprefix("http://").split(":")
         senders = [
-            Sender(Connection(host, int(port)), path, not args.no_head)
-            for _ in range(args.senders)
+            Sender(Connection(host, int(port)), path, not args.no_head) for _ in range(args.senders)
         ]
         try:
             await run_phase(senders, max(50, 4 * args.senders))  # warm-up, not measured

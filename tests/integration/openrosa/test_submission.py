@@ -582,3 +582,31 @@ async def test_a_body_that_is_not_multipart_is_refused(api: Api, db: Backend) ->
         headers={"Content-Type": "multipart/form-data; boundary=abc"},
     )
     assert "X-OpenRosa-Version" in refused(missing, 400)
+
+
+async def test_today_is_the_day_the_form_was_filled_in_the_forms_time_zone(
+    api: Api, db: Backend
+) -> None:
+    """`today()` is judged when Collect says the form was completed (its `end`), in the form's
+    zone: a visit dated 20 February and completed at 06:30 in Hanoi (23:30 UTC the day before)
+    passes `. = today()`, months after, whatever the server's clock says."""
+    key = (db.name, "dated")
+    if key not in _published:
+        form_id = f"collect_dated_{uuid.uuid4().hex[:8]}"
+        survey = [
+            q("end", "end"),
+            q("text", "ward_code"),
+            q("date", "visit_date", constraint=". = today()"),
+        ]
+        await api.publish_xlsform(xlsform(survey, form_id=form_id))
+        _published[key] = form_id
+    form_id = _published[key]
+    _, tablet = await inspector(api)
+
+    def dated(end: str) -> Instance:
+        answers = [("end", end), ("ward_code", HOAN_KIEM), ("visit_date", "2026-02-20")]
+        return Instance(form_id=form_id, version="1", answers=answers)
+
+    created(await tablet.submit(dated("2026-02-20T06:30:00.000+07:00")))
+    late = refused(await tablet.submit(dated("2026-02-21T06:30:00.000+07:00")), 400)
+    assert "visit_date" in late
