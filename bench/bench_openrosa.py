@@ -139,6 +139,20 @@ class Connection:
     async def request(
         self, method: str, target: str, headers: dict[str, str], body: bytes = b""
     ) -> tuple[int, bytes]:
+        """One exchange; a kept-alive connection the server closed meanwhile (uvicorn closes
+        idle ones after 5 s) is opened again and the request sent once more, as OkHttp does."""
+        reused = self.writer is not None
+        try:
+            return await self._exchange(method, target, headers, body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+            await self.close()
+            return await self._exchange(method, target, headers, body)
+
+    async def _exchange(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -158,9 +172,13 @@ class Connection:
         return status, content
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
+        writer, self.writer, self.reader = self.writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass
 
 
 @dataclass
