@@ -17,7 +17,14 @@ from server.db.tables_sync import Submission
 from tests.conftest import Backend
 from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api, Session
 from tests.integration.openrosa.collect import Collect, basic, collect_for
-from tests.integration.openrosa.submitting import Instance, Part, Sender, message_of, photo
+from tests.integration.openrosa.submitting import (
+    Instance,
+    Part,
+    Sender,
+    message_of,
+    multipart,
+    photo,
+)
 from tests.integration.sync.helpers import Device
 from tests.unit.forms.xlsforms import q, xlsform
 
@@ -610,3 +617,31 @@ async def test_today_is_the_day_the_form_was_filled_in_the_forms_time_zone(
     created(await tablet.submit(dated("2026-02-20T06:30:00.000+07:00")))
     late = refused(await tablet.submit(dated("2026-02-21T06:30:00.000+07:00")), 400)
     assert "visit_date" in late
+
+
+async def test_a_chunked_body_without_content_length_is_read_too(api: Api, db: Backend) -> None:
+    """OpenRosa servers must accept chunked POSTs (odk.md §12); the body arrives in pieces."""
+    form_id = await visit_form(api, db)
+    _, tablet = await inspector(api)
+    instance = visit(form_id)
+    boundary = str(uuid.uuid4())
+    parts = [
+        Part("xml_submission_file", instance.xml(), filename="v.xml", content_type="text/xml"),
+        *[
+            Part(n, data, filename=n, content_type="image/jpeg")
+            for n, data in instance.files.items()
+        ],
+    ]
+    body = multipart(parts, boundary)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 4093):
+            yield body[start : start + 4093]
+
+    response = await api.http.post(
+        tablet.submission_url,
+        content=pieces(),
+        headers=tablet.headers({"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+    )
+    assert "content-length" not in response.request.headers
+    assert "3 of 3 files received" in created(response)
