@@ -172,8 +172,8 @@ class _Parts:
         return writer
 
     async def _read_xml(self) -> None:
-        if self.xml is None or not self.xml.closed or self.envelope is not None:
-            return
+        if self.xml is None or not self.xml.closed or self.envelope or self.failure:
+            return  # not complete yet, or read already
         try:
             xml = bytes(self.xml.data)
             self.envelope = read_envelope(xml)
