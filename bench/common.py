@@ -121,6 +121,7 @@ class ServerProcess:
     data_dir: Path
     profile_to: Path | None = None
     pool_size: int = 10
+    env: dict[str, str] = field(default_factory=dict)  # more FIELDSYNC_* settings
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -143,6 +144,7 @@ class ServerProcess:
             FIELDSYNC_DB_POOL_SIZE=str(self.pool_size),
         )
         env["FIELDSYNC_ACCESS_TOKEN_MINUTES"] = str(120)  # tokens outlive the longest run
+        env.update(self.env)
         # cProfile writes its file when uvicorn returns after SIGINT (graceful shutdown).
         prefix = ["-m", "cProfile", "-o", str(self.profile_to)] if self.profile_to else []
         command = [sys.executable, *prefix, "-m", "server.cli", "serve", "--port", str(self.port)]

@@ -29,9 +29,12 @@ class BlobCheckResult(msgspec.Struct, frozen=True):
     missing: list[str]
 
 
-class AttachmentStatus(msgspec.Struct, frozen=True):
-    """What a supervisor sees for one submission: "2 of 3 files received"."""
+class AttachmentStatus(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a supervisor sees for one submission: "2 of 3 files received". `missing` are the
+    hashes not received yet; `missing_files` the names of files an OpenRosa submission (ODK
+    Collect) named whose bytes have not arrived, so their hash is not known yet."""
 
     expected: int
     received: int
     missing: list[str]
+    missing_files: list[str] = msgspec.field(default_factory=list)

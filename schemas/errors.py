@@ -76,6 +76,9 @@ class ErrorCode(StrEnum):
     FORM_ATTACHMENT_GENERATED = "form_attachment_generated"
     # ODK Collect (OpenRosa).
     COLLECT_TOKEN_INVALID = "collect_token_invalid"  # noqa: S105 (a code, not a secret)
+    # OpenRosa submissions (POST /submission): the multipart body and its instance XML.
+    SUBMISSION_XML_MISSING = "submission_xml_missing"
+    SUBMISSION_XML_INVALID = "submission_xml_invalid"
     # Submission validation (items at the answer's path).
     CONSTRAINT = "constraint"
     UNKNOWN_FIELD = "unknown_field"

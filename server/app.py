@@ -33,7 +33,7 @@ from server.db.engine import close_engine, create_engine, open_engine, use_engin
 from server.errors import EXCEPTION_HANDLERS
 from server.openrosa.auth import at_collect_paths
 from server.openrosa.documents import collect_aware
-from server.openrosa.routes import CollectFormsController
+from server.openrosa.submission_routes import CollectRoutes
 from server.services.uploads import UploadRuntime
 from server.settings import Settings
 from sync.blobs import BlobStore
@@ -141,7 +141,7 @@ def create_app(
             SubmissionController,
             UploadController,
             BlobController,
-            *at_collect_paths(CollectFormsController),
+            *at_collect_paths(CollectRoutes),
             create_static_files_router(
                 path=DOCS_ASSETS, directories=[swagger_ui_path], name="docs_assets"
             ),

@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     refresh_token_days: PositiveInt = 30
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
     max_upload_bytes: PositiveInt = 200 * 1024 * 1024
+    # One OpenRosa POST /submission (ODK Collect): the XML and the files of one batch. Collect
+    # splits larger sets over several POSTs at the limit HEAD /submission advertises.
+    max_submission_bytes: PositiveInt = 100_000_000
     login_max_failures: PositiveInt = 5
     login_lock_seconds: PositiveInt = 900
     # Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed.

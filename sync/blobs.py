@@ -8,6 +8,7 @@ The stores themselves (a local directory, S3) live in `server/blobstores/`: they
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,15 @@ class BlobStore(abc.ABC):
         content_type: str | None = None,
     ) -> BlobInfo: ...
 
+    async def put_bytes(
+        self, sha256: str, data: bytes, *, content_type: str | None = None
+    ) -> BlobInfo:
+        """Store a small blob whose bytes the caller holds (a file of a multipart POST): the same
+        contract as `put`. A store may write it at its key at once, since the digest is checked
+        here, before anything is written."""
+        verify_received(sha256, hashlib.sha256(data).hexdigest(), len(data), len(data))
+        return await self.put(sha256, _one_chunk(data), size=len(data), content_type=content_type)
+
     @abc.abstractmethod
     async def stat(self, sha256: str) -> BlobInfo | None: ...
 
@@ -228,6 +238,10 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def staging_handles(self) -> AsyncIterator[str]:
         """Handles of every staging area present (garbage collection finds abandoned ones)."""
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def deduplicated_info(existing: BlobInfo, size: int | None) -> BlobInfo:

@@ -190,6 +190,23 @@ class S3BlobStore(BlobStore):
         finally:
             await self._remove_staging(staging_key)
 
+    async def put_bytes(
+        self, sha256: str, data: bytes, *, content_type: str | None = None
+    ) -> BlobInfo:
+        """One PUT at the blob's key, the bytes verified first: no staging object, no copy and
+        no stat (rewriting a blob with its own verified bytes changes nothing readable)."""
+        validate_key(sha256)
+        verify_received(sha256, hashlib.sha256(data).hexdigest(), len(data), len(data))
+        kind = content_type or DEFAULT_CONTENT_TYPE
+        await self._call(
+            self._client._put_object,
+            self.bucket,
+            BLOB_PREFIX + sha256,
+            data,
+            {"Content-Type": kind},
+        )
+        return BlobInfo(sha256, len(data), kind)
+
     async def _remove_staging(self, staging_key: str) -> None:
         try:
             await self._call(self._client.remove_object, self.bucket, staging_key)

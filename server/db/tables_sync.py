@@ -29,6 +29,10 @@ class Submission(Table, tablename="submission"):
     errors = JSON(default=[])
     # Rules push accepted without deciding (schemas.sync.SubmissionFlag); never a reason to reject.
     flags = JSON(default=[])
+    # OpenRosa (ODK Collect): the blob holding the instance XML as received; null for a push.
+    xml_sha256 = Varchar(length=64, null=True, default=None)
+    # What came with an OpenRosa submission: deviceID, User-Agent, an encrypted form's key.
+    envelope = JSON(default={})
 
 
 class SubmissionAttachment(Table, tablename="submission_attachment"):
@@ -36,6 +40,7 @@ class SubmissionAttachment(Table, tablename="submission_attachment"):
 
     id = BigSerial(primary_key=True)
     instance_id = Varchar(length=64, index=True)
+    # "" while a file an OpenRosa submission names has not arrived (Collect may send it later).
     sha256 = Varchar(length=64, index=True)
     name = Varchar(length=255)
     size = BigInt()
@@ -92,6 +97,17 @@ class Entity(Table, tablename="entity"):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
+class EntityVersion(Table, tablename="entity_version"):
+    """What an entity held at each version it reached: an OpenRosa update names only the version
+    it started from (`baseVersion`), and the merge reads the values it saw there (the native
+    protocol's `base_properties`). Versions passed through inside one push are not kept."""
+
+    key = Varchar(length=48, primary_key=True)  # "<entity_id>:<version>"
+    entity_id = Varchar(length=36)
+    version = Integer()
+    content = JSON()  # {"label": ..., "properties": {...}}
+
+
 class ConflictRow(Table, tablename="conflict"):
     id = Varchar(length=36, primary_key=True)
     list = Varchar(length=63, index=True)
@@ -142,6 +158,7 @@ SYNC_TABLES: list[type[Table]] = [
     OpLedger,
     EntityListRow,
     Entity,
+    EntityVersion,
     ConflictRow,
     ChangeLog,
     ChangeCounter,

@@ -45,7 +45,7 @@ def md5_hash(content: bytes) -> str:
 def accept_content_length(settings: Settings) -> int:
     """The largest submission POST the server reads (HEAD /submission advertises it; Collect
     splits larger submissions into several POSTs)."""
-    return settings.max_body_bytes
+    return settings.max_submission_bytes
 
 
 def openrosa_headers(*, method: str = "GET", settings: Settings | None = None) -> dict[str, str]:

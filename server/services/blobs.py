@@ -178,13 +178,16 @@ async def _granted_in_scope(principal: Principal, sha256s: list[str]) -> set[str
 
 async def attachment_status(instance_id: str) -> AttachmentStatus:
     """A file counts as received once its reference grants read access: the blob is stored and
-    the submission's pusher holds it (sent the bytes, or could read it when pushing)."""
+    the submission's pusher holds it (sent the bytes, or could read it when pushing). A file an
+    OpenRosa submission names but that has not arrived yet has no hash: it counts by name."""
     rows = (
-        await SubmissionAttachment.select(SubmissionAttachment.sha256)
+        await SubmissionAttachment.select(SubmissionAttachment.sha256, SubmissionAttachment.name)
         .where(SubmissionAttachment.instance_id == instance_id)
+        .order_by(SubmissionAttachment.id)
         .run()
     )
-    expected = list(dict.fromkeys(row["sha256"] for row in rows))
+    expected = list(dict.fromkeys(row["sha256"] for row in rows if row["sha256"]))
+    pending = [row["name"] for row in rows if not row["sha256"]]
     pusher = (
         await Submission.select(Submission.user_id)
         .where(Submission.instance_id == instance_id, Submission.status == "accepted")
@@ -194,7 +197,10 @@ async def attachment_status(instance_id: str) -> AttachmentStatus:
     held = await _held_by(pusher["user_id"], expected) if pusher and expected else set()
     missing = [sha for sha in expected if sha not in held]
     return AttachmentStatus(
-        expected=len(expected), received=len(expected) - len(missing), missing=missing
+        expected=len(expected) + len(pending),
+        received=len(expected) - len(missing),
+        missing=missing,
+        missing_files=pending,
     )
 
 
@@ -231,6 +237,37 @@ async def record_blob(sha256: str, size: int, content_type: str, uploader: str) 
         ).on_conflict(action="DO NOTHING")
 
 
+async def record_blobs(
+    uploader: str,
+    held: Iterable[tuple[str, int, str]],
+    kept: Iterable[tuple[str, int, str]] = (),
+) -> None:
+    """`record_blob` for files that arrived in a multipart POST, inside the caller's
+    transaction, in two statements: (sha256, size, content type) each, verified by the blob
+    store's put. `kept` blobs get no holder: nobody reads them through the attachments API (a
+    submission's XML)."""
+    held_rows = list(dict.fromkeys(held))
+    rows = held_rows + [row for row in dict.fromkeys(kept) if row not in held_rows]
+    if not rows:
+        return
+    now = datetime.now(UTC)
+    await insert_rows(
+        Blob,
+        ("sha256", "size", "content_type", "first_uploader", "created_at"),
+        [(sha, size, kind, uploader, now) for sha, size, kind in rows],
+        on_conflict="ON CONFLICT DO NOTHING",
+    )
+    await insert_rows(
+        BlobHolder,
+        ("key", "sha256", "user_id", "created_at"),
+        [
+            (f"{sha}:{uploader}", sha, uploader, now)
+            for sha in dict.fromkeys(r[0] for r in held_rows)
+        ],
+        on_conflict="ON CONFLICT DO NOTHING",
+    )
+
+
 async def collect_garbage(
     store: BlobStore,
     *,
@@ -246,6 +283,13 @@ async def collect_garbage(
     referenced = {
         row["sha256"]
         for row in await SubmissionAttachment.select(SubmissionAttachment.sha256).distinct().run()
+    } | {
+        # An OpenRosa submission's XML, kept as received.
+        row["xml_sha256"]
+        for row in await Submission.select(Submission.xml_sha256)
+        .where(Submission.xml_sha256.is_not_null())
+        .distinct()
+        .run()
     }
     old_blobs = await Blob.select(Blob.sha256).where(Blob.created_at < cutoff).run()
     report.blobs = sorted(row["sha256"] for row in old_blobs if row["sha256"] not in referenced)
@@ -295,7 +339,7 @@ async def collect_garbage(
                 await SubmissionAttachment.exists()
                 .where(SubmissionAttachment.sha256 == sha256)
                 .run()
-            ):
+            ) or await Submission.exists().where(Submission.xml_sha256 == sha256).run():
                 continue
             await Blob.delete().where(Blob.sha256 == sha256).run()
             await BlobHolder.delete().where(BlobHolder.sha256 == sha256).run()

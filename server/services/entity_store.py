@@ -15,7 +15,7 @@ from typing import Any
 from server.db.bulk import insert_rows, placeholders, upsert_clause
 from server.db.engine import current_engine, locking
 from server.db.json_columns import from_json, to_json
-from server.db.tables_sync import ConflictRow, Entity
+from server.db.tables_sync import ConflictRow, Entity, EntityVersion
 from sync.merge import EntityListDef, EntityState, NewConflict, natural_key
 
 ENTITY_COLUMNS = (
@@ -28,6 +28,7 @@ ENTITY_COLUMNS = (
     "state",
     "updated_at",
 )
+VERSION_COLUMNS = ("key", "entity_id", "version", "content")
 CONFLICT_COLUMNS = (
     "id",
     "list",
@@ -72,6 +73,32 @@ def _row(state: EntityState, listdef: EntityListDef, ward_code: str, now: dateti
     )
 
 
+def _version_row(state: EntityState) -> tuple:
+    content = {"label": state.label, "properties": state.properties}
+    return (f"{state.entity_id}:{state.version}", state.entity_id, state.version, to_json(content))
+
+
+async def _record_versions(states: list[EntityState]) -> None:
+    """The first state stored at a version is what that version held (a later write at the same
+    version only re-stamps its label register)."""
+    await insert_rows(
+        EntityVersion,
+        VERSION_COLUMNS,
+        [_version_row(state) for state in states],
+        on_conflict="ON CONFLICT (key) DO NOTHING",
+    )
+
+
+async def version_content(entity_id: str, version: int) -> dict[str, Any] | None:
+    """{"label", "properties"} of an entity at `version`, if the server kept it."""
+    row = await (
+        EntityVersion.select(EntityVersion.content)
+        .where(EntityVersion.key == f"{entity_id}:{version}")
+        .first()
+    )
+    return from_json(row["content"]) if row is not None else None
+
+
 async def store(
     state: EntityState, listdef: EntityListDef, *, ward_code: str, exists: bool
 ) -> None:
@@ -82,6 +109,7 @@ async def store(
         [_row(state, listdef, ward_code, datetime.now(UTC))],
         on_conflict=upsert_clause("entity_id", ENTITY_COLUMNS) if exists else "",
     )
+    await _record_versions([state])
 
 
 @dataclass
@@ -189,12 +217,14 @@ class EntityBatch:
         now = datetime.now(UTC)
         new_rows: list[tuple[Any, ...]] = []
         changed_rows: list[tuple[Any, ...]] = []
+        written: list[EntityState] = []
         for stored in self._known.values():
             if stored is None or not stored.dirty:
                 continue
             assert stored.listdef is not None
             row = _row(stored.state, stored.listdef, stored.ward_code, now)
             (changed_rows if stored.existed else new_rows).append(row)
+            written.append(stored.state)
             stored.existed, stored.dirty = True, False
         await insert_rows(Entity, ENTITY_COLUMNS, new_rows)
         await insert_rows(
@@ -203,5 +233,6 @@ class EntityBatch:
             changed_rows,
             on_conflict=upsert_clause("entity_id", ENTITY_COLUMNS),
         )
+        await _record_versions(written)
         await insert_rows(ConflictRow, CONFLICT_COLUMNS, self._conflicts)
         self._conflicts = []

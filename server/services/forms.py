@@ -273,10 +273,15 @@ async def publish_templates() -> list[str]:
 
 
 async def _form_row(form_id: str) -> dict[str, Any]:
-    row = await Form.select().where(Form.form_id == form_id).first()
-    if row is None:
+    # Fixed SQL: every submission (push, OpenRosa) reads its form's row, and building a Piccolo
+    # select costs more than the query.
+    rows = await Form.raw(
+        "SELECT form_id, title, state, roles, current_version FROM form WHERE form_id = {}",
+        form_id,
+    )
+    if not rows:
         raise NotFound(f"There is no form {form_id!r}.", code=ErrorCode.FORM_UNKNOWN)
-    return row
+    return rows[0]
 
 
 async def _latest_published(form_id: str) -> FormSpec | None:

@@ -10,6 +10,11 @@ locked in entity_id order; accepted submissions with their instance_ids; stored 
 versions) is read up front in a few queries, the ops are applied in order in memory, and the rows
 they produce are written in one statement per table. A `resolve` op writes through the database,
 so the batch is flushed before it.
+
+The submission path (`apply_submission`: form-role and ward checks, validation in the form's time
+zone, flags, entity changes through the merge engine, the rows it writes) is the sync core: an
+OpenRosa POST from ODK Collect (server/openrosa/submission.py) goes through the same function,
+as a one-submission op stream of its own (`lock_stream`, `advance_stream`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -28,6 +34,7 @@ from forms.spec import FormSpec, zone_of
 from forms.validation import validate_submission
 from schemas.common import ErrorItem
 from schemas.errors import ErrorCode
+from schemas.forms import ValidationResult
 from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse, SubmissionFlag
 from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
@@ -75,6 +82,8 @@ SUBMISSION_COLUMNS = (
     "data",
     "errors",
     "flags",
+    "xml_sha256",
+    "envelope",
 )
 ATTACHMENT_COLUMNS = ("instance_id", "sha256", "name", "size", "content_type", "ward_code")
 LEDGER_COLUMNS = (
@@ -89,6 +98,20 @@ LEDGER_COLUMNS = (
     "result",
     "created_at",
 )
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one submission came from: its op (the op stream's op_seq, the HLC its writes carry)
+    and what identifies its content. An OpenRosa submission also keeps the XML as received."""
+
+    op_seq: int
+    hlc: str
+    digest: str  # content hash: an identical resend is idempotent, a different one a reuse
+    xml_sha256: str | None = None
+    envelope: dict[str, Any] = field(default_factory=dict)
+    # An encrypted OpenRosa submission: its answers cannot be read, so they are not checked.
+    sealed: bool = False
 
 
 @dataclass
@@ -116,7 +139,9 @@ class PushContext:
         return min(sub.captured_at, latest).astimezone(zone_of(spec, self.zone))
 
     async def prefetch(self, ops: list[Op]) -> None:
-        subs = [op.submission for op in ops if op.submission is not None]
+        await self.prefetch_submissions([op.submission for op in ops if op.submission is not None])
+
+    async def prefetch_submissions(self, subs: list[SubmissionIn]) -> None:
         if not subs:
             return
         instance_ids = sorted({s.instance_id for s in subs})
@@ -194,7 +219,7 @@ async def _apply_in_transaction(
 ) -> PushResponse:
     async with transaction():
         stream = principal.op_stream
-        last = await _lock_stream(principal, stream)
+        last = await lock_stream(principal)
         replayed = await _stored_results(stream, [op.op_seq for op in ops if op.op_seq <= last])
         still_missing = set(
             await missing_blobs(
@@ -230,12 +255,7 @@ async def _apply_in_transaction(
             last = op.op_seq
         if applied:
             await ctx.write()
-            await OpStream.raw(
-                "UPDATE op_stream SET last_op_seq = {}, updated_at = {} WHERE key = {}",
-                last,
-                ctx.now,
-                stream,
-            )
+            await advance_stream(principal, last, ctx.now)
             positions = await change_log.record([ref for _, _, refs in applied for ref in refs])
             await insert_rows(
                 OpLedger,
@@ -264,6 +284,16 @@ async def _apply_in_transaction(
     return PushResponse(last_op_seq=last, server_hlc=server_hlc(), results=results)
 
 
+async def advance_stream(principal: Principal, last: int, now: datetime) -> None:
+    """Record the op stream's last applied op_seq (its row is locked by `lock_stream`)."""
+    await OpStream.raw(
+        "UPDATE op_stream SET last_op_seq = {}, updated_at = {} WHERE key = {}",
+        last,
+        now,
+        principal.op_stream,
+    )
+
+
 def _check_order(ops: list[Op]) -> None:
     for index in range(1, len(ops)):
         if ops[index].op_seq != ops[index - 1].op_seq + 1:
@@ -280,7 +310,7 @@ def _check_order(ops: list[Op]) -> None:
             )
 
 
-async def _lock_stream(principal: Principal, stream: str) -> int:
+async def lock_stream(principal: Principal) -> int:
     """Create the op stream's row if new, lock it, return its last applied op_seq.
 
     One upsert that always updates: it creates the row without racing a concurrent first push
@@ -291,10 +321,27 @@ async def _lock_stream(principal: Principal, stream: str) -> int:
         "VALUES ({}, {}, {}, 0, {}) "
         "ON CONFLICT (key) DO UPDATE SET key = excluded.key "
         "RETURNING last_op_seq",
-        stream,
+        principal.op_stream,
         principal.device_id,
         principal.user_id,
         datetime.now(UTC),
+    )
+    return int(rows[0]["last_op_seq"])
+
+
+async def take_op_seq(principal: Principal, now: datetime) -> int:
+    """The op stream's next op_seq, for one submission that is its own op (OpenRosa): one
+    upsert that creates the row if new, advances it and holds its lock until commit."""
+    rows = await OpStream.raw(
+        "INSERT INTO op_stream (key, device_id, user_id, last_op_seq, updated_at) "
+        "VALUES ({}, {}, {}, 1, {}) "
+        "ON CONFLICT (key) DO UPDATE SET last_op_seq = op_stream.last_op_seq + 1, "
+        "updated_at = excluded.updated_at "
+        "RETURNING last_op_seq",
+        principal.op_stream,
+        principal.device_id,
+        principal.user_id,
+        now,
     )
     return int(rows[0]["last_op_seq"])
 
@@ -330,7 +377,7 @@ async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
     bad_text = ctx.bad_text.get(op.op_seq)
     if bad_text:
         if op.submission is not None:
-            _store_submission(ctx, op, content_hash(op), "rejected", bad_text)
+            _store_submission(ctx, op.submission, _origin(op), "rejected", bad_text)
         return OpResult(op_seq=op.op_seq, status="rejected", errors=bad_text)
     if op.kind == "resolve":
         if op.resolve is None:
@@ -361,7 +408,11 @@ async def _apply_op(ctx: PushContext, op: Op) -> OpResult:
         return _rejected(
             op, "$.submission", ErrorCode.OP_INVALID, "a submission op needs `submission`"
         )
-    return await _apply_submission(ctx, op)
+    return await apply_submission(ctx, op.submission, _origin(op))
+
+
+def _origin(op: Op) -> Origin:
+    return Origin(op_seq=op.op_seq, hlc=op.hlc, digest=content_hash(op))
 
 
 def _rejected(
@@ -379,18 +430,18 @@ def content_hash(op: Op) -> str:
     return hashlib.sha256(msgspec.json.encode(op.submission)).hexdigest()
 
 
-async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
-    sub = op.submission
-    assert sub is not None
+async def apply_submission(ctx: PushContext, sub: SubmissionIn, origin: Origin) -> OpResult:
+    """Check and apply one submission into `ctx` (nothing is written until `ctx.write`): a
+    rejection is stored as a rejected submission, an accepted one with its entity changes."""
     principal = ctx.principal
-    digest = content_hash(op)
+    op_seq, digest = origin.op_seq, origin.digest
     errors: list[ErrorItem] = []
     flags: list[SubmissionFlag] = []
     accepted = ctx.accepted.get(sub.instance_id)
     if accepted is not None:
         if accepted == digest:
             # The same submission again under a new op: idempotent, nothing more to apply.
-            return OpResult(op_seq=op.op_seq, status="applied", missing_blobs=ctx.missing_of(sub))
+            return OpResult(op_seq=op_seq, status="applied", missing_blobs=ctx.missing_of(sub))
         errors.append(
             ErrorItem(
                 path="$.submission.instance_id",
@@ -426,11 +477,15 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                 )
             )
         else:
-            validation = validate_submission(
-                spec,
-                sub.data,
-                now=ctx.fill_time(sub, spec),
-                file_choices=file_choices(principal, sub.entities),
+            validation = (
+                validate_submission(
+                    spec,
+                    sub.data,
+                    now=ctx.fill_time(sub, spec),
+                    file_choices=file_choices(principal, sub.entities),
+                )
+                if not origin.sealed
+                else ValidationResult(valid=True)
             )
             errors.extend(
                 ErrorItem(path=data_path(e.path), code=e.code, message=e.message)
@@ -454,17 +509,17 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
                         message=f"you may not write the list {change.list!r}",
                     )
                 )
-    _store_submission(ctx, op, digest, "rejected" if errors else "accepted", errors, flags)
+    _store_submission(ctx, sub, origin, "rejected" if errors else "accepted", errors, flags)
     if errors:
-        return OpResult(op_seq=op.op_seq, status="rejected", errors=errors)
+        return OpResult(op_seq=op_seq, status="rejected", errors=errors)
 
     entity_results: list[EntityResult] = []
     for index, change in enumerate(sub.entities):
         outcome = await entities.apply_change(
             principal,
             change,
-            hlc=op.hlc,
-            op_seq=op.op_seq,
+            hlc=origin.hlc,
+            op_seq=op_seq,
             submission_ward=sub.ward_code,
             batch=ctx.entities,
             refs=ctx.refs,
@@ -484,7 +539,7 @@ async def _apply_submission(ctx: PushContext, op: Op) -> OpResult:
         for a in sub.attachments
     )
     return OpResult(
-        op_seq=op.op_seq,
+        op_seq=op_seq,
         status="applied",
         errors=errors,
         entities=entity_results,
@@ -517,22 +572,20 @@ def submission_id(principal: Principal, op_seq: int) -> str:
 
 def _store_submission(
     ctx: PushContext,
-    op: Op,
-    digest: str,
+    sub: SubmissionIn,
+    origin: Origin,
     status: str,
     errors: list[ErrorItem],
     flags: list[SubmissionFlag] | None = None,
 ) -> None:
     """Every submission is kept, accepted or not: rejected data is never dropped. `flags` are the
     rules validation did not decide (a rejected submission keeps them too, for the record)."""
-    sub = op.submission
-    assert sub is not None
     principal = ctx.principal
     if status == "accepted":
-        ctx.accepted[sub.instance_id] = digest
+        ctx.accepted[sub.instance_id] = origin.digest
     ctx.submissions.append(
         (
-            submission_id(principal, op.op_seq),
+            submission_id(principal, origin.op_seq),
             sub.instance_id,
             sub.form_id,
             sub.form_version,
@@ -540,14 +593,16 @@ def _store_submission(
             sub.ward_code,
             principal.user_id,
             principal.device_id,
-            op.op_seq,
-            op.hlc,
+            origin.op_seq,
+            origin.hlc,
             sub.captured_at,
             ctx.now,
             sub.deprecated_id,
-            digest,
+            origin.digest,
             to_json(sub.data),
             to_json(errors),
             to_json(flags or []),
+            origin.xml_sha256,
+            to_json(origin.envelope),
         )
     )

@@ -31,12 +31,15 @@ from tests.ops import hlc
 
 pytestmark = pytest.mark.db
 
-# Routes whose bodies are binary (tus bytes, multipart XLSForm files): never scanned.
+# Routes whose bodies are binary (tus bytes, multipart XLSForm files, ODK Collect's multipart
+# submissions): never scanned.
 BINARY_BODY_ROUTES = {
     ("POST", "/api/v1/uploads"),
     ("PATCH", "/api/v1/uploads/{upload_id:str}"),
     ("POST", "/api/v1/forms"),
     ("PUT", "/api/v1/forms/{form_id:str}/media/{filename:str}"),  # a form's image or CSV
+    ("POST", "/collect/key/{token:str}/submission"),
+    ("POST", "/collect/submission"),
 }
 
 

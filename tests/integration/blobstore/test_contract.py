@@ -296,3 +296,21 @@ async def test_a_cancelled_put_leaves_nothing_behind(store: BlobStore) -> None:
 
     assert not await store.exists(sha256_hex(data))
     assert await staging_leftovers(store) == []
+
+
+async def test_put_bytes_stores_verified_bytes_and_refuses_others(store: BlobStore) -> None:
+    """A multipart POST's small file: the caller holds the bytes and their hash."""
+    data = os.urandom(50 * 1024)
+    key = sha256_hex(data)
+    with pytest.raises(BlobHashMismatch):
+        await store.put_bytes(sha256_hex(b"another photo"), data, content_type="image/jpeg")
+    assert [k async for k in store.keys()] == []
+
+    info = await store.put_bytes(key, data, content_type="image/jpeg")
+    again = await store.put_bytes(key, data, content_type="image/jpeg")
+
+    assert info == again
+    assert (info.sha256, info.size, info.content_type) == (key, len(data), "image/jpeg")
+    assert await read_all(await store.open(key)) == data
+    assert [k async for k in store.keys()] == [key]
+    assert await staging_leftovers(store) == []

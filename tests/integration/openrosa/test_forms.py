@@ -209,7 +209,7 @@ async def test_head_submission_answers_204_with_the_largest_post(
     assert response.headers["x-openrosa-version"] == "1.0"
     assert response.headers["date"]
     assert int(response.headers["x-openrosa-accept-content-length"]) == (
-        api.settings.max_body_bytes
+        api.settings.max_submission_bytes  # what POST /submission reads
     )
 
 
