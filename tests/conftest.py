@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher, profiles
+from hypothesis import settings as hypothesis_settings
 from litestar import Litestar
 from piccolo.engine.base import Engine
 
@@ -48,6 +49,12 @@ PG_ADMIN_URL = os.environ.get(
 REQUIRE_PG = os.environ.get("FIELDSYNC_TEST_REQUIRE_PG") == "1"
 # A strong key: production settings refuse repetitive ones (tests run with the default FIELDSYNC_ENV).
 TEST_SECRET = "Vt7nQ2xLk9Rb4sWz1Hc8JmYd3FgP6aEu0oNiKqTr5lBw"
+
+# CI runs the property tests on Hypothesis's fixed examples, so a submission fails only for what it
+# changed; everywhere else they explore (and a failure found there is kept in .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @dataclass
