@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
+from xml.sax.saxutils import quoteattr
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -67,6 +69,22 @@ def _now() -> datetime:
 
 def _draft_key(form_id: str) -> str:
     return f"{form_id}#draft"
+
+
+_INSTANCE_ROOT = re.compile(r"(<instance>\s*<[^\s>/!?]+)([^>]*?)(/?>)")
+_VERSION_ATTRIBUTE = re.compile(r"""\sversion\s*=\s*("[^"]*"|'[^']*')""")
+
+
+def _versioned(xform: str, version: str) -> str:
+    """The XForm with `version` on its primary instance, as the version is published: Collect
+    sends that attribute back with every submission, and a version given at publish time that
+    differs from the settings sheet's (or fills its absence) must be the one it sends."""
+    match = _INSTANCE_ROOT.search(xform)
+    if match is None:
+        return xform
+    attributes = _VERSION_ATTRIBUTE.sub("", match.group(2))
+    root = f"{match.group(1)}{attributes} version={quoteattr(version)}{match.group(3)}"
+    return xform[: match.start()] + root + xform[match.end() :]
 
 
 def _version_key(form_id: str, version: str) -> str:
@@ -227,7 +245,7 @@ async def publish(actor: Principal | None, form_id: str, request: PublishRequest
                 status="published",
                 hash=published.hash,
                 spec=to_json(published),
-                xform=draft["xform"],
+                xform=_versioned(draft["xform"], version),
                 source=draft["source"],
                 source_filename=draft["source_filename"],
                 source_kind=draft["source_kind"],

@@ -95,6 +95,13 @@ async def test_upload_publish_and_download_pinned_versions(api: Api) -> None:
     await upload(api, visit_form(form_id))
     assert_problem(await publish(api, form_id), 409, "version_exists")
     assert (await publish(api, form_id, version="2")).status_code == 201
+    # The sheet says version 1: the XForm served as version 2 must say 2, since Collect sends
+    # that attribute back with every submission.
+    served = await api.http.get(
+        f"/api/v1/forms/{form_id}/versions/2/xform", headers=api.admin.headers
+    )
+    assert f'<data id="{form_id}" version="2">' in served.text
+    assert 'version="1"' not in served.text
     versions = (
         await api.http.get(f"/api/v1/forms/{form_id}/versions", headers=api.admin.headers)
     ).json()
