@@ -124,7 +124,16 @@ def locking(query: Select) -> Select:
 
 async def open_engine(engine: Engine, *, pool_size: int = 10) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=pool_size)
+        await engine.start_connection_pool(
+            min_size=1, max_size=pool_size, reset=_session_needs_no_reset
+        )
+
+
+async def _session_needs_no_reset(connection: Any) -> None:
+    """What a connection going back to the pool runs after asyncpg rolled back an open
+    transaction: nothing. asyncpg's default sends a reset query (`pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL`), a round trip per statement outside a transaction, and this
+    server sets no session state for it to undo (tests/unit/server/test_db_session.py)."""
 
 
 async def close_engine(engine: Engine) -> None:
