@@ -43,7 +43,7 @@ async def visit_form(api: Api, db: Backend, kind: str = "visit") -> str:
         survey = [
             q("end", "end"),
             q("text", "ward_code", required="yes", save_to="ward_code"),
-            q("text", "establishment"),
+            q("select_one_from_file establishments.csv", "establishment"),
             q("text", "est_name", required="yes", save_to="business_name"),
             q("select_one risk", "risk_class", save_to="risk_class"),
             q("integer", "beds", constraint=". < 100"),

@@ -321,9 +321,15 @@ def test_string_functions_match_java_strings(haystack: str, needle: str) -> None
 
 
 @PROPERTY_SETTINGS
-@given(text=st.text(alphabet=st.characters(max_codepoint=0xFFFF), max_size=20), cut=st.integers())
+@given(
+    text=st.text(
+        alphabet=st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",)), max_size=20
+    ),
+    cut=st.integers(),
+)
 def test_substr_splits_and_joins(text: str, cut: int) -> None:
-    # Within the BMP a UTF-16 unit is a character; out-of-range indexes are clamped.
+    # Within the BMP a UTF-16 unit is a character; out-of-range indexes are clamped. (Lone
+    # surrogates are left out: two of them side by side are one character in Java, and so here.)
     form = at_value("text", text)
     at = min(max(cut if cut >= 0 else len(text) + cut, 0), len(text))
     assert form.evaluate(f"substr(., 0, {cut})", "/data/x") == text[:at]
