@@ -11,9 +11,12 @@ Table and column names come from code, never from input; every value is a bound 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from piccolo.table import Table
+
+from server.db.engine import is_sqlite
 
 # Parameters per statement: below SQLite's and PostgreSQL's limits (32,766 and 32,767).
 MAX_PARAMETERS = 30_000
@@ -45,6 +48,42 @@ async def insert_rows(
             assert len(row) == width
             values.extend(row)
         await table.raw(head + ", ".join([row_sql] * len(chunk)) + " " + on_conflict, *values)
+
+
+@dataclass(frozen=True)
+class Insert:
+    """The rows of one table for `insert_tables`."""
+
+    table: type[Table]
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    on_conflict: str = ""
+
+
+async def insert_tables(*inserts: Insert) -> None:
+    """The rows of several tables, in one round trip on PostgreSQL: one statement whose INSERTs
+    but the last are data-modifying WITH clauses (they all run; none sees another's rows, so
+    use it for tables that do not read each other). SQLite has no such clause, and a statement
+    over the parameter limit is split: then one `insert_rows` per table."""
+    inserts = tuple(i for i in inserts if i.rows)
+    parameters = sum(len(i.rows) * len(i.columns) for i in inserts)
+    if len(inserts) < 2 or is_sqlite() or parameters > MAX_PARAMETERS:
+        for i in inserts:
+            await insert_rows(i.table, i.columns, i.rows, on_conflict=i.on_conflict)
+        return
+    statements: list[str] = []
+    values: list[Any] = []
+    for i in inserts:
+        row_sql = "(" + ", ".join(["{}"] * len(i.columns)) + ")"
+        statements.append(
+            f"INSERT INTO {i.table._meta.tablename} ({', '.join(i.columns)}) "  # noqa: S608
+            f"VALUES {', '.join([row_sql] * len(i.rows))} {i.on_conflict}".rstrip()
+        )
+        for row in i.rows:
+            assert len(row) == len(i.columns)
+            values.extend(row)
+    clauses = ", ".join(f"written_{n} AS ({sql})" for n, sql in enumerate(statements[:-1]))
+    await inserts[0].table.raw(f"WITH {clauses} {statements[-1]}", *values)
 
 
 def upsert_clause(key: str, columns: Sequence[str]) -> str:

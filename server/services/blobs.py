@@ -18,7 +18,7 @@ import msgspec
 from schemas.blobs import MAX_CHECK_HASHES, AttachmentStatus
 from schemas.errors import ErrorCode
 from server.auth import Principal
-from server.db.bulk import insert_rows, placeholders
+from server.db.bulk import Insert, insert_rows, insert_tables, placeholders
 from server.db.engine import transaction
 from server.db.tables_blobs import Blob, BlobHolder, Upload
 from server.db.tables_sync import Submission, SubmissionAttachment
@@ -243,28 +243,30 @@ async def record_blobs(
     kept: Iterable[tuple[str, int, str]] = (),
 ) -> None:
     """`record_blob` for files that arrived in a multipart POST, inside the caller's
-    transaction, in two statements: (sha256, size, content type) each, verified by the blob
-    store's put. `kept` blobs get no holder: nobody reads them through the attachments API (a
-    submission's XML)."""
+    transaction, in one statement (two on SQLite): (sha256, size, content type) each, verified
+    by the blob store's put. `kept` blobs get no holder: nobody reads them through the
+    attachments API (a submission's XML)."""
     held_rows = list(dict.fromkeys(held))
     rows = held_rows + [row for row in dict.fromkeys(kept) if row not in held_rows]
     if not rows:
         return
     now = datetime.now(UTC)
-    await insert_rows(
-        Blob,
-        ("sha256", "size", "content_type", "first_uploader", "created_at"),
-        [(sha, size, kind, uploader, now) for sha, size, kind in rows],
-        on_conflict="ON CONFLICT DO NOTHING",
-    )
-    await insert_rows(
-        BlobHolder,
-        ("key", "sha256", "user_id", "created_at"),
-        [
-            (f"{sha}:{uploader}", sha, uploader, now)
-            for sha in dict.fromkeys(r[0] for r in held_rows)
-        ],
-        on_conflict="ON CONFLICT DO NOTHING",
+    await insert_tables(
+        Insert(
+            Blob,
+            ("sha256", "size", "content_type", "first_uploader", "created_at"),
+            [(sha, size, kind, uploader, now) for sha, size, kind in rows],
+            on_conflict="ON CONFLICT DO NOTHING",
+        ),
+        Insert(
+            BlobHolder,
+            ("key", "sha256", "user_id", "created_at"),
+            [
+                (f"{sha}:{uploader}", sha, uploader, now)
+                for sha in dict.fromkeys(r[0] for r in held_rows)
+            ],
+            on_conflict="ON CONFLICT DO NOTHING",
+        ),
     )
 
 

@@ -38,7 +38,7 @@ from schemas.forms import ValidationResult
 from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse, SubmissionFlag
 from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
-from server.db.bulk import insert_rows, select_in
+from server.db.bulk import Insert, insert_rows, insert_tables, select_in
 from server.db.engine import transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import OpLedger, OpStream, Submission, SubmissionAttachment
@@ -178,8 +178,10 @@ class PushContext:
     async def write(self) -> None:
         """Everything but the change log and the ledger, which come last (changes.py)."""
         await self.entities.flush()
-        await insert_rows(Submission, SUBMISSION_COLUMNS, self.submissions)
-        await insert_rows(SubmissionAttachment, ATTACHMENT_COLUMNS, self.attachments)
+        await insert_tables(
+            Insert(Submission, SUBMISSION_COLUMNS, self.submissions),
+            Insert(SubmissionAttachment, ATTACHMENT_COLUMNS, self.attachments),
+        )
 
 
 async def apply_push(principal: Principal, request: PushRequest, *, zone: ZoneInfo) -> PushResponse:
