@@ -1,8 +1,8 @@
 """Fixed SQL for the hot write path: one multi-row statement per table instead of a query per row.
 
 Piccolo builds a query object per row, which cost a push a third of its CPU; these helpers write
-plain parameterised SQL (`{}` placeholders, which Piccolo's raw() maps to `$n` or `?`) that runs on
-the current transaction's connection, the same on SQLite and PostgreSQL.
+plain parameterised SQL (`{}` placeholders, run by `engine.fetch`) on the current transaction's
+connection, the same on SQLite and PostgreSQL.
 
 Table and column names come from code, never from input; every value is a bound parameter
 (hence the `noqa: S608` on the statements built here).
@@ -16,7 +16,7 @@ from typing import Any
 
 from piccolo.table import Table
 
-from server.db.engine import is_sqlite
+from server.db.engine import fetch, is_sqlite
 
 # Parameters per statement: below SQLite's and PostgreSQL's limits (32,766 and 32,767).
 MAX_PARAMETERS = 30_000
@@ -47,7 +47,7 @@ async def insert_rows(
         for row in chunk:
             assert len(row) == width
             values.extend(row)
-        await table.raw(head + ", ".join([row_sql] * len(chunk)) + " " + on_conflict, *values)
+        await fetch(head + ", ".join([row_sql] * len(chunk)) + " " + on_conflict, *values)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ async def insert_tables(*inserts: Insert) -> None:
             assert len(row) == len(i.columns)
             values.extend(row)
     clauses = ", ".join(f"written_{n} AS ({sql})" for n, sql in enumerate(statements[:-1]))
-    await inserts[0].table.raw(f"WITH {clauses} {statements[-1]}", *values)
+    await fetch(f"WITH {clauses} {statements[-1]}", *values)
 
 
 def upsert_clause(key: str, columns: Sequence[str]) -> str:
@@ -101,7 +101,7 @@ async def select_in(
     for start in range(0, len(values), MAX_PARAMETERS):
         chunk = values[start : start + MAX_PARAMETERS]
         rows.extend(
-            await table.raw(
+            await fetch(
                 f"SELECT {columns} FROM {table._meta.tablename} "  # noqa: S608
                 f"WHERE {column} IN ({placeholders(len(chunk))}){extra}",
                 *chunk,

@@ -19,7 +19,7 @@ from schemas.blobs import MAX_CHECK_HASHES, AttachmentStatus
 from schemas.errors import ErrorCode
 from server.auth import Principal
 from server.db.bulk import Insert, insert_rows, insert_tables, placeholders
-from server.db.engine import transaction
+from server.db.engine import fetch, transaction
 from server.db.tables_blobs import Blob, BlobHolder, Upload
 from server.db.tables_sync import Submission, SubmissionAttachment
 from server.errors import NotFound
@@ -143,7 +143,7 @@ async def _held_by(user_id: str, sha256s: list[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(sha256s), 500):  # bounded IN lists
         chunk = sha256s[start : start + 500]
-        rows = await BlobHolder.raw(
+        rows = await fetch(
             "SELECT h.sha256 FROM blob_holder h JOIN blob b ON b.sha256 = h.sha256 "  # noqa: S608
             f"WHERE h.user_id = {{}} AND h.sha256 IN ({placeholders(len(chunk))})",
             user_id,
@@ -163,7 +163,7 @@ async def _granted_in_scope(principal: Principal, sha256s: list[str]) -> set[str
     found: set[str] = set()
     for start in range(0, len(sha256s), 500):
         chunk = sha256s[start : start + 500]
-        rows = await SubmissionAttachment.raw(
+        rows = await fetch(
             "SELECT DISTINCT a.sha256 FROM submission_attachment a "  # noqa: S608
             "JOIN submission s ON s.instance_id = a.instance_id AND s.status = 'accepted' "
             "JOIN blob_holder h ON h.sha256 = a.sha256 AND h.user_id = s.user_id "
