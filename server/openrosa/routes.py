@@ -19,7 +19,7 @@ from server.api.deps import settings_of
 from server.auth import Principal
 from server.errors import NotFound
 from server.openrosa import attachments, catalog
-from server.openrosa.auth import CollectController, require_openrosa_version
+from server.openrosa.auth import OPENROSA_ONLY, CollectController
 from server.openrosa.documents import (
     FORM_CONTENT_TYPE,
     collect_base_url,
@@ -30,8 +30,6 @@ from server.openrosa.documents import (
     xml_response,
 )
 
-OPENROSA = [require_openrosa_version]
-
 
 def _download(content: bytes, media_type: str, filename: str) -> Response[bytes]:
     disposition = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
@@ -40,7 +38,7 @@ def _download(content: bytes, media_type: str, filename: str) -> Response[bytes]
 
 
 class CollectFormsController(CollectController):
-    @get("/formList", guards=OPENROSA)
+    @get("/formList", opt=OPENROSA_ONLY)
     async def form_list(
         self,
         request: Request[Any, Any, Any],
@@ -64,7 +62,7 @@ class CollectFormsController(CollectController):
             await catalog.xform_bytes(principal, form_id), FORM_CONTENT_TYPE, form_file
         )
 
-    @get("/forms/{form_id:str}/manifest", guards=OPENROSA)
+    @get("/forms/{form_id:str}/manifest", opt=OPENROSA_ONLY)
     async def manifest(
         self,
         request: Request[Any, Any, Any],
@@ -82,7 +80,7 @@ class CollectFormsController(CollectController):
         served = await attachments.attachment(principal, form_id, filename)
         return _download(served.content, served.content_type, filename)
 
-    @get("/lists/{list_name:str}/integrity", guards=OPENROSA)
+    @get("/lists/{list_name:str}/integrity", opt=OPENROSA_ONLY)
     async def integrity(
         self,
         principal: NamedDependency[Principal],
@@ -99,7 +97,7 @@ class CollectFormsController(CollectController):
         "/submission",
         http_method=["HEAD", "GET"],
         status_code=204,
-        guards=OPENROSA,
+        opt=OPENROSA_ONLY,
     )
     async def submission_preflight(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]

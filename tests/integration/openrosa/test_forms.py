@@ -220,6 +220,13 @@ async def test_requests_without_the_openrosa_version_header_are_refused_in_openr
     path = collect.target(collect.server_url + "/formList")
     message = openrosa_message(await client.get(path), 400)
     assert "X-OpenRosa-Version" in message
+    for method, suffix in [
+        ("GET", "/forms/any/manifest"),
+        ("GET", "/lists/establishments/integrity"),
+        ("HEAD", "/submission"),
+    ]:
+        asked = await client.request(method, collect.target(collect.server_url + suffix))
+        assert asked.status_code == 400, suffix
     # Collect's Date header is never read, however it is written.
     localized = "jeu., 21 août 2025 02:04:05 UTC".encode()
     headers = [*collect.headers().items(), ("Date", localized)]
