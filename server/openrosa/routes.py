@@ -13,15 +13,17 @@ from urllib.parse import quote
 from litestar import Request, Response, get, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from schemas.errors import ErrorCode
 from server.api.deps import settings_of
 from server.auth import Principal
-from server.errors import NotFound
+from server.errors import DomainError, NotFound
 from server.openrosa import attachments, catalog
 from server.openrosa.auth import OPENROSA_ONLY, CollectController
 from server.openrosa.documents import (
     FORM_CONTENT_TYPE,
+    OPENROSA_VERSION,
     collect_base_url,
     form_list_document,
     integrity_document,
@@ -29,6 +31,45 @@ from server.openrosa.documents import (
     openrosa_headers,
     xml_response,
 )
+from server.services.collect_tokens import principal_for_token
+
+
+def _preflight_first(app: ASGIApp) -> ASGIApp:
+    """HEAD /submission on a token URL, answered before the framework's request machinery
+    (guards, parameters, the response object, the input guard): Collect asks before every
+    submission, and the answer is constant once the token passes. Anything else (a token that
+    does not pass, no OpenRosa header, GET, HTTP Basic) goes on to the route, which answers it
+    as before, errors included."""
+
+    async def preflight(scope: Scope, receive: Receive, send: Send) -> None:
+        token = scope.get("path_params", {}).get("token")
+        if scope.get("method") == "HEAD" and token is not None and _speaks_openrosa(scope):
+            try:
+                await principal_for_token(token)
+            except DomainError:
+                pass
+            else:
+                settings = scope["litestar_app"].state.settings
+                headers = openrosa_headers(method="HEAD", settings=settings)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 204,
+                        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+        await app(scope, receive, send)
+
+    return preflight
+
+
+def _speaks_openrosa(scope: Scope) -> bool:
+    return any(
+        name == b"x-openrosa-version" and value.strip() == OPENROSA_VERSION.encode()
+        for name, value in scope["headers"]
+    )
 
 
 def _download(content: bytes, media_type: str, filename: str) -> Response[bytes]:
@@ -98,6 +139,7 @@ class CollectFormsController(CollectController):
         http_method=["HEAD", "GET"],
         status_code=204,
         opt=OPENROSA_ONLY,
+        middleware=[_preflight_first],
     )
     async def submission_preflight(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
