@@ -1,6 +1,8 @@
 """The blob store on S3 (MinIO, SeaweedFS, AWS) through the blocking `minio` SDK.
 
-Every SDK call runs in a worker thread. A put streams into `staging/<sha256>.<random>` as a
+Every SDK call runs in a worker thread, except the PUT of a small blob whose bytes the caller
+holds (`put_bytes`: a multipart submission's XML and files), which goes from the event loop over
+connections of its own (s3_http.py), addressed and signed by the SDK's code. A put streams into `staging/<sha256>.<random>` as a
 multipart upload of PART_SIZE parts, hashing on the way; only a verified object is copied
 server-side to `blobs/<sha256>`, so the public key never holds unverified bytes.
 A resumable upload whose caller hashes the bytes itself stages as a multipart upload at
@@ -18,20 +20,27 @@ import hashlib
 import itertools
 import os
 import secrets
+import ssl
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import certifi
 import urllib3
+from defusedxml import ElementTree
 from minio import Minio
 from minio.commonconfig import CopySource
+from minio.credentials import Credentials
 from minio.datatypes import Object, Part
 from minio.error import MinioException, S3Error, ServerError
+from minio.helpers import DictType
+from minio.signer import sign_v4_s3
+from minio.time import to_amz_date, utcnow
 
+from server.blobstores.s3_http import Response, S3Connections, StaleConnection
 from sync.blobs import (
     CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
@@ -57,6 +66,10 @@ STAGING_PREFIX = "staging/"
 # id>/<multipart upload id>"); the bytes not yet filling a part wait in an `uploads/...tail` object.
 UPLOADS_PREFIX = "uploads/"
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
+# A PUT from the event loop answered 5xx is sent again this many times (as urllib3's Retry does
+# for the SDK's calls), after 0.2 s and then 0.4 s.
+PUT_RETRIES = 2
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 T = TypeVar("T")
 
@@ -91,6 +104,8 @@ class S3BlobStore(BlobStore):
         public_secure, public_host = _split_endpoint(
             options.public_endpoint or options.endpoint, options.secure
         )
+        self._credentials = Credentials(options.access_key, options.secret_key)
+        self._connections: S3Connections | None = None  # for small puts; opened on first use
         # Only signs URLs; the explicit region means it never asks the network for one.
         self._signer = Minio(
             public_host,
@@ -194,18 +209,68 @@ class S3BlobStore(BlobStore):
         self, sha256: str, data: bytes, *, content_type: str | None = None
     ) -> BlobInfo:
         """One PUT at the blob's key, the bytes verified first: no staging object, no copy and
-        no stat (rewriting a blob with its own verified bytes changes nothing readable)."""
+        no stat (rewriting a blob with its own verified bytes changes nothing readable). Sent
+        from the event loop, signed with the digest just checked (it is the payload's SHA-256):
+        no worker thread, no second hash of the bytes."""
         validate_key(sha256)
         verify_received(sha256, hashlib.sha256(data).hexdigest(), len(data), len(data))
         kind = content_type or DEFAULT_CONTENT_TYPE
-        await self._call(
-            self._client._put_object,
-            self.bucket,
-            BLOB_PREFIX + sha256,
-            data,
-            {"Content-Type": kind},
-        )
+        await self._put_from_loop(BLOB_PREFIX + sha256, data, payload_sha256=sha256, kind=kind)
         return BlobInfo(sha256, len(data), kind)
+
+    async def _put_from_loop(
+        self, key: str, data: bytes, *, payload_sha256: str, kind: str
+    ) -> None:
+        """PutObject through `s3_http.S3Connections`, addressed and signed as the SDK would."""
+        for attempt in range(PUT_RETRIES + 1):
+            url = self._client._base_url.build(
+                method="PUT", region=self.options.region, bucket_name=self.bucket, object_name=key
+            )
+            date = utcnow()
+            headers: DictType = {
+                "Host": url.netloc,
+                "Content-Type": kind,
+                "Content-Length": str(len(data)),
+                "x-amz-content-sha256": payload_sha256,
+                "x-amz-date": to_amz_date(date),
+            }
+            signed = sign_v4_s3(
+                method="PUT",
+                url=url,
+                region=self.options.region,
+                headers=headers,
+                credentials=self._credentials,
+                content_sha256=payload_sha256,
+                date=date,
+            )
+            try:
+                connections = self._connections_for(url.hostname or "", url.port, url.scheme)
+                response = await connections.request("PUT", url, cast(dict[str, str], signed), data)
+            except StaleConnection:
+                continue  # S3 had closed the idle connection: the next attempt opens a new one
+            except (OSError, TimeoutError) as exc:
+                raise BlobStoreUnavailable(
+                    f"S3 at {self.options.endpoint} unreachable: {exc!r}"
+                ) from exc
+            if response.status in _RETRY_STATUSES and attempt < PUT_RETRIES:
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if 200 <= response.status < 300:
+                return
+            raise _failure(response, self.options.endpoint)
+        raise BlobStoreUnavailable(f"S3 at {self.options.endpoint} kept closing connections")
+
+    def _connections_for(self, host: str, port: int | None, scheme: str) -> S3Connections:
+        if self._connections is None:
+            secure = scheme == "https"
+            self._connections = S3Connections(
+                host=host,
+                port=port or (443 if secure else 80),
+                tls=_tls_context() if secure else None,
+                connect_timeout=self.options.connect_timeout,
+                read_timeout=self.options.read_timeout,
+            )
+        return self._connections
 
     async def _remove_staging(self, staging_key: str) -> None:
         try:
@@ -511,6 +576,28 @@ class _ChunkReader:
         else:
             data, self._pending = self._pending[:n], self._pending[n:]
         return data
+
+
+def _failure(response: Response, endpoint: str) -> BlobStoreError:
+    """A refused PUT as the SDK's calls are translated (`S3BlobStore._call`): S3's error code
+    when it sent one, else unavailable for a 5xx."""
+    code = message = ""
+    if response.body:
+        try:
+            root = ElementTree.fromstring(response.body)
+            code = root.findtext("Code") or ""
+            message = root.findtext("Message") or ""
+        except ElementTree.ParseError:
+            pass
+    if code:
+        return S3RequestFailed(code, message)
+    if response.status >= 500:
+        return BlobStoreUnavailable(f"S3 at {endpoint} answered HTTP {response.status}")
+    return S3RequestFailed(f"HTTP{response.status}", response.body[:200].decode("latin-1"))
+
+
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
 def _minio(options: S3Options, read_timeout: float) -> Minio:

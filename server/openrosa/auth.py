@@ -47,6 +47,9 @@ BASIC_CHALLENGE = 'Basic realm="fieldsync"'
 # a stolen password check is no use to anyone after that.
 BASIC_CACHE_SECONDS = 120.0
 BASIC_CACHE_SIZE = 1024
+# The `opt` of a Collect route that answers only requests with the OpenRosa version header.
+_OPENROSA_ONLY_KEY = "openrosa_version_required"
+OPENROSA_ONLY: dict[str, Any] = {_OPENROSA_ONLY_KEY: True}
 # Requests authenticated by HTTP Basic come from this "device" of the user (a token is its own).
 _BASIC_DEVICE_NAMESPACE = uuid.UUID("5b0f3c7e-4d1a-4c8e-9f21-6a7d2e0b9c31")
 
@@ -178,16 +181,18 @@ async def collect_principal(request: ASGIConnection[Any, Any, Any, Any]) -> Prin
 
 
 async def collect_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Authenticates before anything reads the body."""
+    """Authenticates before anything reads the body; then, on the routes whose `opt` is
+    `OPENROSA_ONLY`, checks the OpenRosa version header. One guard for both: Litestar copies the
+    route handler for every guard it runs, on every request."""
     if connection.scope.get("method") != "OPTIONS":
         await collect_principal(connection)
+        if handler.opt.get(_OPENROSA_ONLY_KEY):
+            require_openrosa_version(connection)
 
 
-async def require_openrosa_version(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
-) -> None:
+def require_openrosa_version(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """Collect sends `X-OpenRosa-Version: 1.0` on every request; Central refuses an OpenRosa
     request without it (odk.md §2.2). Its `Date` header is never read (it is often malformed)."""
     if connection.headers.get("x-openrosa-version", "").strip() != OPENROSA_VERSION:

@@ -13,15 +13,17 @@ from urllib.parse import quote
 from litestar import Request, Response, get, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from schemas.errors import ErrorCode
 from server.api.deps import settings_of
 from server.auth import Principal
-from server.errors import NotFound
+from server.errors import DomainError, NotFound
 from server.openrosa import attachments, catalog
-from server.openrosa.auth import CollectController, require_openrosa_version
+from server.openrosa.auth import OPENROSA_ONLY, CollectController
 from server.openrosa.documents import (
     FORM_CONTENT_TYPE,
+    OPENROSA_VERSION,
     collect_base_url,
     form_list_document,
     integrity_document,
@@ -29,8 +31,45 @@ from server.openrosa.documents import (
     openrosa_headers,
     xml_response,
 )
+from server.services.collect_tokens import principal_for_token
 
-OPENROSA = [require_openrosa_version]
+
+def _preflight_first(app: ASGIApp) -> ASGIApp:
+    """HEAD /submission on a token URL, answered before the framework's request machinery
+    (guards, parameters, the response object, the input guard): Collect asks before every
+    submission, and the answer is constant once the token passes. Anything else (a token that
+    does not pass, no OpenRosa header, GET, HTTP Basic) goes on to the route, which answers it
+    as before, errors included."""
+
+    async def preflight(scope: Scope, receive: Receive, send: Send) -> None:
+        token = scope.get("path_params", {}).get("token")
+        if scope.get("method") == "HEAD" and token is not None and _speaks_openrosa(scope):
+            try:
+                await principal_for_token(token)
+            except DomainError:
+                pass
+            else:
+                settings = scope["litestar_app"].state.settings
+                headers = openrosa_headers(method="HEAD", settings=settings)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 204,
+                        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+        await app(scope, receive, send)
+
+    return preflight
+
+
+def _speaks_openrosa(scope: Scope) -> bool:
+    return any(
+        name == b"x-openrosa-version" and value.strip() == OPENROSA_VERSION.encode()
+        for name, value in scope["headers"]
+    )
 
 
 def _download(content: bytes, media_type: str, filename: str) -> Response[bytes]:
@@ -40,7 +79,7 @@ def _download(content: bytes, media_type: str, filename: str) -> Response[bytes]
 
 
 class CollectFormsController(CollectController):
-    @get("/formList", guards=OPENROSA)
+    @get("/formList", opt=OPENROSA_ONLY)
     async def form_list(
         self,
         request: Request[Any, Any, Any],
@@ -64,7 +103,7 @@ class CollectFormsController(CollectController):
             await catalog.xform_bytes(principal, form_id), FORM_CONTENT_TYPE, form_file
         )
 
-    @get("/forms/{form_id:str}/manifest", guards=OPENROSA)
+    @get("/forms/{form_id:str}/manifest", opt=OPENROSA_ONLY)
     async def manifest(
         self,
         request: Request[Any, Any, Any],
@@ -82,7 +121,7 @@ class CollectFormsController(CollectController):
         served = await attachments.attachment(principal, form_id, filename)
         return _download(served.content, served.content_type, filename)
 
-    @get("/lists/{list_name:str}/integrity", guards=OPENROSA)
+    @get("/lists/{list_name:str}/integrity", opt=OPENROSA_ONLY)
     async def integrity(
         self,
         principal: NamedDependency[Principal],
@@ -99,7 +138,8 @@ class CollectFormsController(CollectController):
         "/submission",
         http_method=["HEAD", "GET"],
         status_code=204,
-        guards=OPENROSA,
+        opt=OPENROSA_ONLY,
+        middleware=[_preflight_first],
     )
     async def submission_preflight(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]

@@ -48,7 +48,7 @@ from schemas.forms import FormSpec
 from schemas.sync import Attachment, EntityChange, OpResult
 from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
-from server.db.engine import transaction
+from server.db.engine import fetch, transaction
 from server.db.tables_sync import Entity, Submission, SubmissionAttachment
 from server.errors import (
     BadRequest,
@@ -413,7 +413,7 @@ def _named_files(envelope: Envelope, instance: Instance | None) -> list[str]:
 
 
 async def _accepted_row(instance_id: str) -> dict[str, Any] | None:
-    rows = await Submission.raw(
+    rows = await fetch(
         "SELECT content_hash, user_id FROM submission "
         "WHERE instance_id = {} AND status = 'accepted'",
         instance_id,

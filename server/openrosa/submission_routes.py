@@ -18,7 +18,7 @@ from litestar.params import QueryParameter
 
 from server.api.deps import settings_of
 from server.auth import Principal
-from server.openrosa.auth import require_openrosa_version
+from server.openrosa.auth import OPENROSA_ONLY
 from server.openrosa.documents import openrosa_response
 from server.openrosa.routes import CollectFormsController
 from server.openrosa.submission import receive_submission
@@ -35,7 +35,7 @@ class SubmissionHandlers:
     @post(
         "/submission",
         status_code=201,
-        guards=[require_openrosa_version],
+        opt=OPENROSA_ONLY,
         # Read as a stream and bounded by FIELDSYNC_MAX_SUBMISSION_BYTES (413 before reading a
         # body whose Content-Length is over it), not by the app's JSON body limit.
         request_max_body_size=None,

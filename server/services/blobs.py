@@ -18,8 +18,8 @@ import msgspec
 from schemas.blobs import MAX_CHECK_HASHES, AttachmentStatus
 from schemas.errors import ErrorCode
 from server.auth import Principal
-from server.db.bulk import insert_rows, placeholders
-from server.db.engine import transaction
+from server.db.bulk import Insert, insert_rows, insert_tables, placeholders
+from server.db.engine import fetch, transaction
 from server.db.tables_blobs import Blob, BlobHolder, Upload
 from server.db.tables_sync import Submission, SubmissionAttachment
 from server.errors import NotFound
@@ -143,7 +143,7 @@ async def _held_by(user_id: str, sha256s: list[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(sha256s), 500):  # bounded IN lists
         chunk = sha256s[start : start + 500]
-        rows = await BlobHolder.raw(
+        rows = await fetch(
             "SELECT h.sha256 FROM blob_holder h JOIN blob b ON b.sha256 = h.sha256 "  # noqa: S608
             f"WHERE h.user_id = {{}} AND h.sha256 IN ({placeholders(len(chunk))})",
             user_id,
@@ -163,7 +163,7 @@ async def _granted_in_scope(principal: Principal, sha256s: list[str]) -> set[str
     found: set[str] = set()
     for start in range(0, len(sha256s), 500):
         chunk = sha256s[start : start + 500]
-        rows = await SubmissionAttachment.raw(
+        rows = await fetch(
             "SELECT DISTINCT a.sha256 FROM submission_attachment a "  # noqa: S608
             "JOIN submission s ON s.instance_id = a.instance_id AND s.status = 'accepted' "
             "JOIN blob_holder h ON h.sha256 = a.sha256 AND h.user_id = s.user_id "
@@ -243,28 +243,30 @@ async def record_blobs(
     kept: Iterable[tuple[str, int, str]] = (),
 ) -> None:
     """`record_blob` for files that arrived in a multipart POST, inside the caller's
-    transaction, in two statements: (sha256, size, content type) each, verified by the blob
-    store's put. `kept` blobs get no holder: nobody reads them through the attachments API (a
-    submission's XML)."""
+    transaction, in one statement (two on SQLite): (sha256, size, content type) each, verified
+    by the blob store's put. `kept` blobs get no holder: nobody reads them through the
+    attachments API (a submission's XML)."""
     held_rows = list(dict.fromkeys(held))
     rows = held_rows + [row for row in dict.fromkeys(kept) if row not in held_rows]
     if not rows:
         return
     now = datetime.now(UTC)
-    await insert_rows(
-        Blob,
-        ("sha256", "size", "content_type", "first_uploader", "created_at"),
-        [(sha, size, kind, uploader, now) for sha, size, kind in rows],
-        on_conflict="ON CONFLICT DO NOTHING",
-    )
-    await insert_rows(
-        BlobHolder,
-        ("key", "sha256", "user_id", "created_at"),
-        [
-            (f"{sha}:{uploader}", sha, uploader, now)
-            for sha in dict.fromkeys(r[0] for r in held_rows)
-        ],
-        on_conflict="ON CONFLICT DO NOTHING",
+    await insert_tables(
+        Insert(
+            Blob,
+            ("sha256", "size", "content_type", "first_uploader", "created_at"),
+            [(sha, size, kind, uploader, now) for sha, size, kind in rows],
+            on_conflict="ON CONFLICT DO NOTHING",
+        ),
+        Insert(
+            BlobHolder,
+            ("key", "sha256", "user_id", "created_at"),
+            [
+                (f"{sha}:{uploader}", sha, uploader, now)
+                for sha in dict.fromkeys(r[0] for r in held_rows)
+            ],
+            on_conflict="ON CONFLICT DO NOTHING",
+        ),
     )
 
 

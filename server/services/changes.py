@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.db.bulk import insert_rows, upsert_clause
-from server.db.tables_sync import ChangeCounter, ChangeLog
+from server.db.engine import fetch
+from server.db.tables_sync import ChangeLog
 
 CHANGE_COLUMNS = (
     "position",
@@ -60,14 +61,14 @@ async def record(refs: Iterable[ChangeRef], *, commit_order: bool = True) -> dic
         return {}
     keys = list(unique)
     if commit_order:
-        rows = await ChangeCounter.raw(
+        rows = await fetch(
             "UPDATE change_counter SET value = value + {} WHERE name = 'log' RETURNING value",
             len(keys),
         )
         last = int(rows[0]["value"])
         positions = dict(zip(keys, range(last - len(keys) + 1, last + 1), strict=True))
     else:
-        rows = await ChangeLog.raw(
+        rows = await fetch(
             "SELECT nextval('change_log_id_seq') AS position FROM generate_series(1, {})", len(keys)
         )
         positions = dict(zip(keys, (int(r["position"]) for r in rows), strict=True))

@@ -21,7 +21,7 @@ from schemas.errors import ErrorCode
 from schemas.identity import CollectToken, CollectTokenCreate, CollectTokenIssued
 from server import auth
 from server.auth import Principal
-from server.db.engine import transaction
+from server.db.engine import fetch, transaction
 from server.db.tables import CollectToken as CollectTokenRow
 from server.errors import Forbidden, NotFound
 from server.services import audit
@@ -157,7 +157,7 @@ async def principal_for_token(token: str) -> Principal:
         raise Forbidden(INVALID, code=ErrorCode.COLLECT_TOKEN_INVALID)
     # Fixed SQL: it runs on every Collect request, and building the Piccolo join cost more
     # than the query (bench/bench_openrosa.py).
-    rows = await CollectTokenRow.raw(
+    rows = await fetch(
         "SELECT t.id, t.revoked_at, u.id AS user_id, u.username, u.role, u.wards, u.disabled "
         'FROM collect_token t JOIN app_user u ON u.id = t."user" WHERE t.token_hash = {}',
         auth.token_digest(token),

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.db.bulk import insert_rows, placeholders, upsert_clause
-from server.db.engine import current_engine, locking
+from server.db.engine import current_engine, fetch, locking
 from server.db.json_columns import from_json, to_json
 from server.db.tables_sync import ConflictRow, Entity, EntityVersion
 from sync.merge import EntityListDef, EntityState, NewConflict, natural_key
@@ -139,7 +139,7 @@ class EntityBatch:
         if not wanted:
             return
         lock = " FOR UPDATE" if current_engine().engine_type == "postgres" else ""
-        rows = await Entity.raw(
+        rows = await fetch(
             "SELECT entity_id, list, ward_code, state FROM entity "  # noqa: S608 (only {} in it)
             f"WHERE entity_id IN ({placeholders(len(wanted))}) ORDER BY entity_id{lock}",
             *wanted,
@@ -157,7 +157,7 @@ class EntityBatch:
     async def same_key(self, list_name: str, key: str) -> list[EntityState]:
         """Live entities of a list whose natural key is `key`, this push's changes included."""
         if (list_name, key) not in self._by_key:
-            rows = await Entity.raw(
+            rows = await fetch(
                 "SELECT entity_id, state FROM entity "
                 "WHERE list = {} AND natural_key = {} AND deleted = {}",
                 list_name,

@@ -40,7 +40,7 @@ from schemas.forms import (
 )
 from schemas.sync import EntityChange
 from server.auth import Principal
-from server.db.engine import current_engine, transaction
+from server.db.engine import current_engine, fetch, transaction
 from server.db.json_columns import from_json, to_json
 from server.db.tables_forms import Form, FormVersion
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
@@ -293,7 +293,7 @@ async def publish_templates() -> list[str]:
 async def _form_row(form_id: str) -> dict[str, Any]:
     # Fixed SQL: every submission (push, OpenRosa) reads its form's row, and building a Piccolo
     # select costs more than the query.
-    rows = await Form.raw(
+    rows = await fetch(
         "SELECT form_id, title, state, roles, current_version FROM form WHERE form_id = {}",
         form_id,
     )

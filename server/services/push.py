@@ -38,10 +38,10 @@ from schemas.forms import ValidationResult
 from schemas.sync import EntityResult, Op, OpResult, PushRequest, PushResponse, SubmissionFlag
 from schemas.sync import Submission as SubmissionIn
 from server.auth import Principal
-from server.db.bulk import insert_rows, select_in
-from server.db.engine import transaction
+from server.db.bulk import Insert, insert_rows, insert_tables, select_in
+from server.db.engine import fetch, transaction
 from server.db.json_columns import from_json, to_json
-from server.db.tables_sync import OpLedger, OpStream, Submission, SubmissionAttachment
+from server.db.tables_sync import OpLedger, Submission, SubmissionAttachment
 from server.errors import BadRequest, DomainError, Forbidden, ServiceUnavailable
 from server.permissions import can
 from server.services import changes as change_log
@@ -178,8 +178,10 @@ class PushContext:
     async def write(self) -> None:
         """Everything but the change log and the ledger, which come last (changes.py)."""
         await self.entities.flush()
-        await insert_rows(Submission, SUBMISSION_COLUMNS, self.submissions)
-        await insert_rows(SubmissionAttachment, ATTACHMENT_COLUMNS, self.attachments)
+        await insert_tables(
+            Insert(Submission, SUBMISSION_COLUMNS, self.submissions),
+            Insert(SubmissionAttachment, ATTACHMENT_COLUMNS, self.attachments),
+        )
 
 
 async def apply_push(principal: Principal, request: PushRequest, *, zone: ZoneInfo) -> PushResponse:
@@ -286,7 +288,7 @@ async def _apply_in_transaction(
 
 async def advance_stream(principal: Principal, last: int, now: datetime) -> None:
     """Record the op stream's last applied op_seq (its row is locked by `lock_stream`)."""
-    await OpStream.raw(
+    await fetch(
         "UPDATE op_stream SET last_op_seq = {}, updated_at = {} WHERE key = {}",
         last,
         now,
@@ -316,7 +318,7 @@ async def lock_stream(principal: Principal) -> int:
     One upsert that always updates: it creates the row without racing a concurrent first push
     and takes its row lock (PostgreSQL) until commit; SQLite's IMMEDIATE transaction already
     holds the single write lock."""
-    rows = await OpStream.raw(
+    rows = await fetch(
         "INSERT INTO op_stream (key, device_id, user_id, last_op_seq, updated_at) "
         "VALUES ({}, {}, {}, 0, {}) "
         "ON CONFLICT (key) DO UPDATE SET key = excluded.key "
@@ -332,7 +334,7 @@ async def lock_stream(principal: Principal) -> int:
 async def take_op_seq(principal: Principal, now: datetime) -> int:
     """The op stream's next op_seq, for one submission that is its own op (OpenRosa): one
     upsert that creates the row if new, advances it and holds its lock until commit."""
-    rows = await OpStream.raw(
+    rows = await fetch(
         "INSERT INTO op_stream (key, device_id, user_id, last_op_seq, updated_at) "
         "VALUES ({}, {}, {}, 1, {}) "
         "ON CONFLICT (key) DO UPDATE SET last_op_seq = op_stream.last_op_seq + 1, "

@@ -14,7 +14,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from server.blobstores import S3Options, open_blob_store
-from server.blobstores.s3 import S3BlobStore
+from server.blobstores.s3 import S3BlobStore, S3RequestFailed
 from sync.blobs import BlobStoreUnavailable
 from tests.fixtures.s3 import S3Server
 from tests.integration.blobstore.helpers import chunked, s3_options, sha256_hex, unique_bucket
@@ -159,3 +159,95 @@ async def test_check_reports_unavailable_when_the_bucket_is_missing(s3_server: S
     await store.ensure_ready()
     await store.ensure_ready()  # idempotent at every start-up
     await store.check()
+
+
+class DroppingProxy:
+    """A TCP relay to the S3 server that can close every connection it carries, as an S3 server
+    closes kept-alive connections it found idle."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.accepted = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, upstream_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await source.read(65536):
+                    sink.write(chunk)
+                    await sink.drain()
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def drop_all(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers = []
+
+    async def stop(self) -> None:
+        self.drop_all()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_put_bytes_reuses_its_connection_and_survives_one_the_server_closed(
+    s3_server: S3Server,
+) -> None:
+    proxy = DroppingProxy(s3_server.endpoint)
+    endpoint = await proxy.start()
+    try:
+        store = S3BlobStore(unique_bucket(), s3_options(s3_server, endpoint=endpoint))
+        await store.ensure_ready()
+        opened_by_sdk = proxy.accepted
+        photos = [f"photo {n}".encode() * 1000 for n in range(3)]
+
+        await store.put_bytes(sha256_hex(photos[0]), photos[0], content_type="image/jpeg")
+        await store.put_bytes(sha256_hex(photos[1]), photos[1], content_type="image/jpeg")
+        assert proxy.accepted == opened_by_sdk + 1  # one kept-alive connection for both
+        proxy.drop_all()
+        await asyncio.sleep(0.05)  # the close reaches the idle connection
+        await store.put_bytes(sha256_hex(photos[2]), photos[2], content_type="image/jpeg")
+
+        assert proxy.accepted == opened_by_sdk + 2
+        for photo in photos:
+            info = await store.stat(sha256_hex(photo))
+            assert info is not None and (info.size, info.content_type) == (len(photo), "image/jpeg")
+            assert b"".join([c async for c in await store.open(sha256_hex(photo))]) == photo
+    finally:
+        await proxy.stop()
+
+
+async def test_put_bytes_with_a_wrong_secret_is_refused_with_s3s_code(
+    s3_server: S3Server,
+) -> None:
+    store = S3BlobStore(unique_bucket(), s3_options(s3_server))
+    await store.ensure_ready()
+    forged = S3BlobStore(store.bucket, s3_options(s3_server, secret_key="not-the-secret"))
+    data = b"a forged photo"
+
+    with pytest.raises(S3RequestFailed) as refused:
+        await forged.put_bytes(sha256_hex(data), data)
+    assert refused.value.s3_code in {"SignatureDoesNotMatch", "AccessDenied"}
+    assert await store.stat(sha256_hex(data)) is None
+
+
+async def test_put_bytes_reports_unavailable_when_nothing_listens(s3_server: S3Server) -> None:
+    store = S3BlobStore("fieldsync", s3_options(s3_server, endpoint=f"127.0.0.1:{closed_port()}"))
+
+    with pytest.raises(BlobStoreUnavailable) as caught:
+        await store.put_bytes(sha256_hex(b"x"), b"x")
+    assert caught.value.code == "blob_store_unavailable"

@@ -15,12 +15,13 @@ import httpx
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from tests.helpers import BA_DINH, HOAN_KIEM, Api, unique
+from tests.helpers import BA_DINH, HOAN_KIEM, PASSWORD, Api, unique
 from tests.integration.openrosa.collect import (
     MANIFEST,
     XFORMS_LIST,
     Collect,
     ShopForm,
+    basic,
     collect_for,
     openrosa_message,
     xml,
@@ -213,6 +214,30 @@ async def test_head_submission_answers_204_with_the_largest_post(
     )
 
 
+async def test_head_submission_answers_as_the_route_does(api: Api) -> None:
+    """On a token URL, HEAD is answered before the framework's request machinery; GET (and
+    HEAD on the HTTP Basic URL) go through the route. The answers are the same."""
+    user = await api.create_user("inspector")
+    collect = await collect_for(api, user)
+    path = collect.target(collect.server_url.rstrip("/") + "/submission")
+    early = await api.http.head(path, headers=collect.headers())
+    routed = await api.http.get(path, headers=collect.headers())
+    basic_path = path.replace(
+        collect.server_url.removeprefix(api.settings.public_base_url), "/collect"
+    )
+    by_password = await api.http.head(
+        basic_path,
+        headers={**collect.headers(), "Authorization": basic(user["username"], PASSWORD)},
+    )
+
+    def answer(response: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+        headers = {k: v for k, v in response.headers.items() if k != "date"}
+        return response.status_code, response.content, headers
+
+    assert answer(early) == answer(routed) == answer(by_password)
+    assert early.status_code == 204 and early.headers["date"]
+
+
 async def test_requests_without_the_openrosa_version_header_are_refused_in_openrosa_xml(
     api: Api, client: httpx.AsyncClient
 ) -> None:
@@ -220,6 +245,13 @@ async def test_requests_without_the_openrosa_version_header_are_refused_in_openr
     path = collect.target(collect.server_url + "/formList")
     message = openrosa_message(await client.get(path), 400)
     assert "X-OpenRosa-Version" in message
+    for method, suffix in [
+        ("GET", "/forms/any/manifest"),
+        ("GET", "/lists/establishments/integrity"),
+        ("HEAD", "/submission"),
+    ]:
+        asked = await client.request(method, collect.target(collect.server_url + suffix))
+        assert asked.status_code == 400, suffix
     # Collect's Date header is never read, however it is written.
     localized = "jeu., 21 août 2025 02:04:05 UTC".encode()
     headers = [*collect.headers().items(), ("Date", localized)]
