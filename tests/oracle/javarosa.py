@@ -19,6 +19,8 @@ import pyxform
 from schemas.forms import Field, FormSpec
 
 HARNESS_SOURCE = Path(__file__).parent / "javarosa" / "JavaRosaOracle.java"
+# Compiled beside each harness: the read-only jr:// file roots both use.
+FILE_ROOT_SOURCE = HARNESS_SOURCE.with_name("FileRoot.java")
 # pyxform's wheel ships ODK Validate, which bundles JavaRosa (5.1.0 with pyxform 4.5).
 JAR = Path(pyxform.__file__).parent / "validators" / "odk_validate" / "bin" / "ODK_Validate.jar"
 ZONE = "Asia/Ho_Chi_Minh"
@@ -115,7 +117,17 @@ def compile_harness(into: Path) -> Harness:
         raise OracleUnavailable(f"pyxform ships no ODK Validate jar at {JAR}")
     faketime = libfaketime_library()
     completed = subprocess.run(
-        ["javac", "-encoding", "UTF-8", "-cp", str(JAR), "-d", str(into), str(HARNESS_SOURCE)],
+        [
+            "javac",
+            "-encoding",
+            "UTF-8",
+            "-cp",
+            str(JAR),
+            "-d",
+            str(into),
+            str(HARNESS_SOURCE),
+            str(FILE_ROOT_SOURCE),
+        ],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_SECONDS,

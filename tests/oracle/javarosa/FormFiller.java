@@ -13,8 +13,6 @@ import org.javarosa.core.model.data.SelectOneData;
 import org.javarosa.core.model.data.UncastData;
 import org.javarosa.core.model.data.helper.Selection;
 import org.javarosa.core.model.instance.InstanceInitializationFactory;
-import org.javarosa.core.reference.PrefixedRootFactory;
-import org.javarosa.core.reference.Reference;
 import org.javarosa.core.reference.ReferenceManager;
 import org.javarosa.form.api.FormEntryController;
 import org.javarosa.form.api.FormEntryModel;
@@ -24,10 +22,7 @@ import org.javarosa.model.xform.XFormsModule;
 import org.javarosa.xform.parse.XFormParser;
 
 import java.io.File;
-import java.io.FileInputStream;
 import java.io.IOException;
-import java.io.InputStream;
-import java.io.OutputStream;
 import java.io.StringReader;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -50,60 +45,12 @@ import java.util.List;
  */
 public class FormFiller {
 
-    /** jr://file-csv/NAME and jr://file/NAME → DIR/NAME: a form's media, as Collect keeps them. */
-    static final class FormMedia extends PrefixedRootFactory {
-        private final File dir;
-
-        FormMedia(File dir) {
-            super(new String[] {"file-csv", "file"});
-            this.dir = dir;
-        }
-
-        @Override
-        protected Reference factory(String terminal, String uri) {
-            final File file = new File(dir, terminal);
-            return new Reference() {
-                public boolean doesBinaryExist() {
-                    return file.exists();
-                }
-
-                public InputStream getStream() throws IOException {
-                    return new FileInputStream(file);
-                }
-
-                public String getURI() {
-                    return uri;
-                }
-
-                public String getLocalURI() {
-                    return file.getAbsolutePath();
-                }
-
-                public boolean isReadOnly() {
-                    return true;
-                }
-
-                public OutputStream getOutputStream() throws IOException {
-                    throw new IOException("read only");
-                }
-
-                public void remove() throws IOException {
-                    throw new IOException("read only");
-                }
-
-                public Reference[] probeAlternativeReferences() {
-                    return new Reference[0];
-                }
-            };
-        }
-    }
-
     public static void main(String[] args) throws Exception {
         new XFormsModule().registerModule();
         ObjectMapper mapper = new ObjectMapper();
         JsonNode request = mapper.readTree(new File(args[0]));
         ReferenceManager.instance()
-            .addReferenceFactory(new FormMedia(new File(request.get("media_dir").asText())));
+            .addReferenceFactory(new FileRoot(new File(request.get("media_dir").asText()), "file-csv", "file"));
         ObjectNode out = mapper.createObjectNode();
         ArrayNode results = out.putArray("results");
         for (JsonNode run : request.get("runs")) {

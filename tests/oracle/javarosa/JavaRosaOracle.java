@@ -11,8 +11,6 @@ import org.javarosa.core.model.data.StringData;
 import org.javarosa.core.model.instance.InstanceInitializationFactory;
 import org.javarosa.core.model.instance.TreeElement;
 import org.javarosa.core.model.instance.TreeReference;
-import org.javarosa.core.reference.PrefixedRootFactory;
-import org.javarosa.core.reference.Reference;
 import org.javarosa.core.reference.ReferenceManager;
 import org.javarosa.model.xform.XFormsModule;
 import org.javarosa.xform.parse.XFormParser;
@@ -21,10 +19,7 @@ import org.javarosa.xpath.XPathConditional;
 import org.javarosa.xpath.expr.XPathFuncExpr;
 
 import java.io.File;
-import java.io.FileInputStream;
 import java.io.IOException;
-import java.io.InputStream;
-import java.io.OutputStream;
 import java.io.StringReader;
 import java.util.Date;
 import java.util.TimeZone;
@@ -55,54 +50,6 @@ import java.util.TimeZone;
  */
 public class JavaRosaOracle {
 
-    /** jr://file/NAME → DIR/NAME, so a last-saved instance can be read as Collect reads it. */
-    static final class LocalFiles extends PrefixedRootFactory {
-        private final File dir;
-
-        LocalFiles(File dir) {
-            super(new String[] {"file"});
-            this.dir = dir;
-        }
-
-        @Override
-        protected Reference factory(String terminal, String uri) {
-            final File file = new File(dir, terminal);
-            return new Reference() {
-                public boolean doesBinaryExist() {
-                    return file.exists();
-                }
-
-                public InputStream getStream() throws IOException {
-                    return new FileInputStream(file);
-                }
-
-                public String getURI() {
-                    return uri;
-                }
-
-                public String getLocalURI() {
-                    return file.getAbsolutePath();
-                }
-
-                public boolean isReadOnly() {
-                    return true;
-                }
-
-                public OutputStream getOutputStream() throws IOException {
-                    throw new IOException("read only");
-                }
-
-                public void remove() throws IOException {
-                    throw new IOException("read only");
-                }
-
-                public Reference[] probeAlternativeReferences() {
-                    return new Reference[0];
-                }
-            };
-        }
-    }
-
     public static void main(String[] args) throws Exception {
         new XFormsModule().registerModule(); // as Collect does at start: instance restore needs it
         ObjectMapper mapper = new ObjectMapper();
@@ -125,7 +72,7 @@ public class JavaRosaOracle {
             java.nio.file.Files.write(
                 new File(dir, "last-saved.xml").toPath(),
                 request.get("last_saved").asText().getBytes("UTF-8"));
-            ReferenceManager.instance().addReferenceFactory(new LocalFiles(dir));
+            ReferenceManager.instance().addReferenceFactory(new FileRoot(dir, "file"));
             lastSavedSrc = "jr://file/last-saved.xml";
         }
 
