@@ -116,26 +116,19 @@ def compile_harness(into: Path) -> Harness:
     if not JAR.is_file():
         raise OracleUnavailable(f"pyxform ships no ODK Validate jar at {JAR}")
     faketime = libfaketime_library()
+    compile_java(HARNESS_SOURCE, into)
+    return Harness(classes=into, faketime=faketime)
+
+
+def compile_java(harness: Path, into: Path) -> None:
+    """Compile a harness (with the file roots it shares) against pyxform's JavaRosa."""
+    sources = [str(harness), str(FILE_ROOT_SOURCE)]
+    command = ["javac", "-encoding", "UTF-8", "-cp", str(JAR), "-d", str(into), *sources]
     completed = subprocess.run(
-        [
-            "javac",
-            "-encoding",
-            "UTF-8",
-            "-cp",
-            str(JAR),
-            "-d",
-            str(into),
-            str(HARNESS_SOURCE),
-            str(FILE_ROOT_SOURCE),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_SECONDS,
-        check=False,
+        command, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False
     )
     if completed.returncode != 0:
-        raise AssertionError(f"javac failed on {HARNESS_SOURCE.name}:\n{completed.stderr}")
-    return Harness(classes=into, faketime=faketime)
+        raise AssertionError(f"javac failed on {harness.name}:\n{completed.stderr}")
 
 
 # ------------------------------------------------------------------ the instance as Collect saves

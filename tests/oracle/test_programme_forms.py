@@ -24,7 +24,7 @@ from defusedxml.ElementTree import fromstring
 from forms import programme
 from forms.spec import fields_by_name, walk_fields
 from schemas.forms import EntityBinding, FormSpec
-from tests.oracle.javarosa import FILE_ROOT_SOURCE, JAR, missing_java
+from tests.oracle.javarosa import JAR, compile_java, missing_java
 
 FILLER_SOURCE = Path(__file__).parent / "javarosa" / "FormFiller.java"
 ENTITY_FORMS = ("inspection", "training_attendance", "outreach_contact", "tip_intake")
@@ -108,24 +108,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str,
     if reason is not None:
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("javarosa-fill")
-    compiled = subprocess.run(
-        [
-            "javac",
-            "-encoding",
-            "UTF-8",
-            "-cp",
-            str(JAR),
-            "-d",
-            str(workdir),
-            str(FILLER_SOURCE),
-            str(FILE_ROOT_SOURCE),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert compiled.returncode == 0, f"javac failed:\n{compiled.stderr}"
+    compile_java(FILLER_SOURCE, workdir)
     media = workdir / "media"
     media.mkdir()
     write_media(media)
